@@ -1,0 +1,43 @@
+# The two commands of README.md live here: `make campaign` (set up, run the main job) and
+# `make test` (set up, run the tests). Both create .venv and install the package on first use.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup test test-slow test-pythons lint campaign bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# The default suite: everything but `slow`, on the venv's Python.
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+# The long campaigns.
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
+
+# The simulator's tests on every supported Python (3.11, 3.12, 3.13), each in its own venv.
+test-pythons:
+	bash scripts/test-pythons.sh
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests examples benchmarks
+	$(BIN)/ruff format --check src tests examples benchmarks
+	$(BIN)/mypy
+
+# The main job: a simulation campaign under faults, with a progress bar and a summary.
+campaign: $(STAMP)
+	$(BIN)/detsim sim --seeds $${SEEDS:-200}
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info

@@ -1,0 +1,130 @@
+"""`check_determinism`: run one seed twice and prove both runs are the same run.
+
+In-process, the two runs share everything but the simulation; with `processes=True` each runs
+in a fresh interpreter with a different PYTHONHASHSEED, which also catches iteration over sets
+of strings and other hash-order dependence. On divergence, NondeterminismError names the first
+event that differs (time, node, kind, fields) — or, when the events agree but the decisions
+folded between them do not (a timer deadline, an entropy draw, a scheduling order), the first
+event whose decision state differs, which brackets the culprit.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import json
+import os
+import pickle
+import subprocess
+import sys
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from detsim.sim.errors import NondeterminismError, SimulationError
+from detsim.sim.world import Simulation
+
+Build = Callable[[Simulation], Coroutine[Any, Any, Any]]
+CHILD_TIMEOUT_S = 600.0
+HASH_SEEDS = ("1", "2")
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    trace_hash: str
+    events: list[list[Any]]  # [t, node, kind, fields, decision], JSON-normalised
+    outcome: str  # "ok: <repr>" or "<ExceptionType>: <message>"
+
+
+def run_once(build: Build, seed: int, sim_kwargs: dict[str, Any]) -> RunRecord:
+    sim = Simulation(seed=seed, **sim_kwargs)
+    try:
+        result = sim.run(build(sim))
+        outcome = f"ok: {result!r}"
+    except Exception as exc:  # noqa: BLE001 - the outcome is part of what must reproduce
+        outcome = f"{type(exc).__name__}: {exc}"
+    events = json.loads(json.dumps([list(ev) for ev in sim.trace.events], default=repr))
+    return RunRecord(sim.trace_hash, events, outcome)
+
+
+def check_determinism(build: Build, seed: int, processes: bool = False,
+                      **sim_kwargs: Any) -> str:  # fmt: skip
+    """Run `build(sim)` twice with `seed`; return the trace hash, or raise NondeterminismError.
+
+    With `processes=True`, `build` must be importable by name (a module-level function).
+    """
+    if processes:
+        first, second = (_run_in_child(build, seed, sim_kwargs, hs) for hs in HASH_SEEDS)
+        where = f"two processes (PYTHONHASHSEED={HASH_SEEDS[0]} and {HASH_SEEDS[1]})"
+    else:
+        first, second = run_once(build, seed, sim_kwargs), run_once(build, seed, sim_kwargs)
+        where = "two runs in this process"
+    if first.trace_hash != second.trace_hash or first.outcome != second.outcome:
+        raise NondeterminismError(f"seed {seed}: {where} diverged: {describe(first, second)}")
+    return first.trace_hash
+
+
+def describe(a: RunRecord, b: RunRecord) -> str:
+    for i, (ea, eb) in enumerate(zip(a.events, b.events, strict=False)):
+        if ea[:4] != eb[:4]:
+            return (f"first divergent event #{i} at t={ea[0]}s: first run {_fmt(ea)}; "
+                    f"second run {_fmt(eb)}")  # fmt: skip
+        if ea[4] != eb[4]:
+            return (
+                f"event #{i} ({_fmt(ea)}) is the same, but the decisions before it differ "
+                f"(timer deadlines, entropy draws or scheduling since event #{i - 1}): "
+                "something read real time or real entropy, or depends on hash order"
+            )
+    if len(a.events) != len(b.events):
+        i = min(len(a.events), len(b.events))
+        longer = a.events if len(a.events) > len(b.events) else b.events
+        return f"one run stops after {i} events; the other goes on with {_fmt(longer[i])}"
+    if a.outcome != b.outcome:
+        return f"same events, different outcomes: {a.outcome!r} vs {b.outcome!r}"
+    return "same events; the decisions after the last event differ"
+
+
+def _fmt(ev: list[Any]) -> str:
+    t, node, kind, fields = ev[:4]
+    return f"[t={t} {node} {kind} {fields}]"
+
+
+def _run_in_child(build: Build, seed: int, sim_kwargs: dict[str, Any], hash_seed: str) -> RunRecord:
+    module = sys.modules.get(build.__module__)
+    path = getattr(module, "__file__", None)
+    if "<locals>" in build.__qualname__ or path is None:
+        raise SimulationError(
+            "check_determinism(processes=True) needs `build` defined at module level in a "
+            f"file, got {build.__qualname__} in {build.__module__}"
+        )
+    spec = {"module": build.__module__, "path": path, "qualname": build.__qualname__,
+            "seed": seed, "kwargs": base64.b64encode(pickle.dumps(sim_kwargs)).decode()}  # fmt: skip
+    env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+    proc = subprocess.run(
+        [sys.executable, "-m", "detsim.sim.determinism"],
+        input=json.dumps(spec), capture_output=True, text=True, env=env, timeout=CHILD_TIMEOUT_S,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        raise SimulationError(f"determinism child failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    return RunRecord(out["trace_hash"], out["events"], out["outcome"])
+
+
+def _child_main() -> None:
+    spec = json.loads(sys.stdin.read())
+    mod_spec = importlib.util.spec_from_file_location(spec["module"], spec["path"])
+    assert mod_spec is not None and mod_spec.loader is not None
+    module = importlib.util.module_from_spec(mod_spec)
+    sys.modules[spec["module"]] = module
+    mod_spec.loader.exec_module(module)
+    build: Any = module
+    for part in spec["qualname"].split("."):
+        build = getattr(build, part)
+    kwargs = pickle.loads(base64.b64decode(spec["kwargs"]))  # noqa: S301 - from our parent
+    record = run_once(build, spec["seed"], kwargs)
+    print(json.dumps({"trace_hash": record.trace_hash, "events": record.events,
+                      "outcome": record.outcome}))  # fmt: skip
+
+
+if __name__ == "__main__":
+    _child_main()

@@ -1,0 +1,498 @@
+"""SimLoop: the asyncio event loop that runs every node of a simulation on virtual time.
+
+Owned here: scheduling (ready callbacks, timers, the virtual clock), the boot of every
+callback, and the loop methods that would otherwise touch the OS (network calls are handed to
+`detsim.sim.net`; threads, subprocesses, signals and raw file descriptors are refused).
+
+Rules:
+- One round (`_run_once`) runs the callbacks that were ready at its start, like asyncio's own
+  loop. Within a boot they keep FIFO order; between boots the interleaving is a seeded
+  shuffle, folded into the decision hash with the round's time and size.
+- The clock jumps only when nothing is ready: to the earliest timer, never past `time_limit`.
+- Timers are kept in global time: `call_at(when)` takes the caller's local (skewed) monotonic
+  time and converts it once, at scheduling.
+- Callbacks of dead boots are dropped when they come due; a paused boot's are set aside.
+- When nothing is ready, no timer is pending and the loop was not stopped, nothing can ever
+  happen again: `Deadlock`, naming the pending tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import hashlib
+import heapq
+import logging
+import random
+from asyncio import events
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+
+from detsim.sim import entropy, runtime
+from detsim.sim.clock import NodeClock
+from detsim.sim.errors import Deadlock, NodeDown, SimulationError, SimulationTimeLimit
+from detsim.sim.node import Boot, Node
+from detsim.sim.trace import Trace
+
+if TYPE_CHECKING:
+    from detsim.sim.world import Simulation
+
+T = TypeVar("T")
+logger = logging.getLogger("detsim")
+
+BOOT = runtime.BOOT
+MAX_SPAWNED_TRACKED = 1_024  # per boot; done futures are pruned past this
+_MIN_SCHEDULED_TIMER_HANDLES = 100
+_MIN_CANCELLED_TIMER_HANDLES_FRACTION = 0.5
+
+
+def _unsupported(what: str) -> NoReturn:
+    raise SimulationError(f"{what} is not simulated: it would reach the real OS")
+
+
+class SimLoop(asyncio.BaseEventLoop):
+    """An asyncio loop whose clock, scheduling and I/O are simulated. Built by `Simulation`."""
+
+    def __init__(self, sim: Simulation, seed: int, time_limit_s: float, trace: Trace) -> None:
+        super().__init__()
+        self.sim = sim
+        self.seed = seed
+        self.time_limit_s = time_limit_s
+        self.trace = trace
+        self.now = 0.0
+        self.rounds = 0
+        self._sched_rng = self.derived_random("schedule")
+        self.entropy = self.derived_random("entropy")
+        self._boots: list[Boot] = []
+        self.kernel_boot = self.new_boot("kernel", None, NodeClock())
+        self.supervisor_boot = self.new_boot("supervisor", None, NodeClock())
+        self.default_boot = self.supervisor_boot
+        self._graveyard: list[asyncio.Task[Any]] = []
+        self._frozen = False
+        self.fatal: BaseException | None = None  # an error in kernel machinery ends the run
+
+    # --- seeds and boots -------------------------------------------------------------------
+
+    def derive_seed(self, purpose: str) -> int:
+        """An independent 64-bit seed for one purpose, so that streams do not perturb each other."""
+        digest = hashlib.blake2b(f"{self.seed}:{purpose}".encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "little")
+
+    def derived_random(self, purpose: str) -> random.Random:
+        return random.Random(self.derive_seed(purpose))
+
+    def new_boot(self, label: str, node: Node | None, clock: NodeClock) -> Boot:
+        boot = Boot(len(self._boots), label, node, clock)
+        self._boots.append(boot)
+        return boot
+
+    def current_boot(self) -> Boot:
+        return BOOT.get(self.default_boot)
+
+    # --- trace -----------------------------------------------------------------------------
+
+    def record_for(self, node: str, kind: str, /, **fields: Any) -> None:
+        if not self._frozen:
+            self.trace.record(self.now, node, kind, fields)
+
+    def record(self, kind: str, **fields: Any) -> None:
+        self.record_for(self.current_boot().label, kind, **fields)
+
+    # --- time and scheduling ---------------------------------------------------------------
+
+    def time(self) -> float:
+        return BOOT.get(self.default_boot).node_clock.monotonic(self.now)
+
+    def call_at(
+        self,
+        when: float,
+        callback: Callable[..., object],
+        *args: Any,
+        context: contextvars.Context | None = None,
+    ) -> asyncio.TimerHandle:
+        global_when = self.current_boot().node_clock.to_global(when)
+        self.trace.mix(global_when)
+        return self._timer_at(global_when, callback, args, context)
+
+    def _timer_at(
+        self,
+        global_when: float,
+        callback: Callable[..., object],
+        args: tuple[Any, ...],
+        context: contextvars.Context | None,
+    ) -> asyncio.TimerHandle:
+        self._check_closed()
+        timer = events.TimerHandle(global_when, callback, args, self, context)
+        heapq.heappush(self._scheduled, timer)  # type: ignore[attr-defined]
+        timer._scheduled = True  # type: ignore[attr-defined]
+        return timer
+
+    def kernel_at(self, global_when: float, callback: Callable[..., object], *args: Any) -> None:
+        """Schedule simulator machinery (never paused or killed) at a global time."""
+        self._timer_at(global_when, callback, args, self.kernel_boot.context)
+
+    def kernel_soon(self, callback: Callable[..., object], *args: Any) -> None:
+        self._call_soon(callback, args, self.kernel_boot.context)  # type: ignore[attr-defined]
+
+    def soon_in(self, ctx: contextvars.Context, callback: Callable[..., object], *args: Any) -> None:
+        """Run `callback` in `ctx`, on its boot: dropped if the boot dies, held while paused."""
+        self._call_soon(callback, args, ctx)  # type: ignore[attr-defined]
+
+    def _purge_cancelled_timers(self) -> None:
+        sched: list[asyncio.TimerHandle] = self._scheduled  # type: ignore[attr-defined]
+        count = len(sched)
+        cancelled = self._timer_cancelled_count  # type: ignore[attr-defined]
+        if (
+            count > _MIN_SCHEDULED_TIMER_HANDLES
+            and cancelled / count > _MIN_CANCELLED_TIMER_HANDLES_FRACTION
+        ):
+            self._rebuild_timers(lambda h: not h._cancelled)  # type: ignore[attr-defined]
+            return
+        while sched and sched[0]._cancelled:  # type: ignore[attr-defined]
+            self._timer_cancelled_count -= 1  # type: ignore[attr-defined]
+            heapq.heappop(sched)._scheduled = False  # type: ignore[attr-defined]
+
+    def _rebuild_timers(self, keep: Callable[[asyncio.TimerHandle], bool]) -> None:
+        kept = []
+        for handle in self._scheduled:  # type: ignore[attr-defined]
+            if keep(handle):
+                kept.append(handle)
+            else:
+                handle._scheduled = False
+        heapq.heapify(kept)
+        self._scheduled = kept
+        self._timer_cancelled_count = sum(h._cancelled for h in kept)
+
+    def _advance_clock(self) -> None:
+        sched: list[asyncio.TimerHandle] = self._scheduled  # type: ignore[attr-defined]
+        if not sched:
+            self._raise_deadlock()
+        when = sched[0].when()
+        if when > self.time_limit_s:
+            raise SimulationTimeLimit(
+                f"seed {self.seed}: virtual time limit of {self.time_limit_s:g}s reached "
+                f"(next event at {when:.6f}s); pending: {self.describe_pending()}"
+            )
+        if when > self.now:
+            self.now = when
+
+    def _run_once(self) -> None:
+        self._purge_cancelled_timers()
+        ready = self._ready  # type: ignore[attr-defined]
+        if not ready:
+            if self._stopping:  # type: ignore[attr-defined]
+                return
+            self._advance_clock()
+        sched = self._scheduled  # type: ignore[attr-defined]
+        now = self.now
+        while sched and sched[0]._when <= now:
+            handle = heapq.heappop(sched)
+            handle._scheduled = False
+            ready.append(handle)
+        count = len(ready)
+        if not count:
+            return
+        self.rounds += 1
+        handles = [ready.popleft() for _ in range(count)]
+        default = self.default_boot
+        boots = [h._context.get(BOOT, default) for h in handles]
+        first = boots[0]
+        if boots.count(first) == count:
+            self.trace.mix(now, count, first.index)
+            self._run_handles(handles, boots)
+        else:
+            self._run_interleaved(handles, boots)
+
+    def _run_interleaved(self, handles: list[events.Handle], boots: list[Boot]) -> None:
+        """Run one round's callbacks of several boots in a seeded order, FIFO within each boot."""
+        queues: dict[Boot, list[events.Handle]] = {}
+        for handle, boot in zip(handles, boots, strict=True):
+            queues.setdefault(boot, []).append(handle)
+        for queue in queues.values():
+            queue.reverse()  # pop() from the end is FIFO
+        self._sched_rng.shuffle(boots)
+        self.trace.mix(self.now, len(boots), *[b.index for b in boots])
+        order = [queues[b].pop() for b in boots]
+        self._run_handles(order, boots)
+
+    def _run_handles(self, handles: list[events.Handle], boots: list[Boot]) -> None:
+        for handle, boot in zip(handles, boots, strict=True):
+            if handle._cancelled:  # type: ignore[attr-defined]
+                continue
+            if not boot.alive:
+                continue
+            if boot.paused:
+                boot.defer(handle)
+                continue
+            handle._run()  # type: ignore[attr-defined]
+
+    def _write_to_self(self) -> None:
+        pass  # no selector to wake: every caller runs on this thread
+
+    def _process_events(self, event_list: Any) -> None:
+        pass
+
+    # --- running ---------------------------------------------------------------------------
+
+    def run_forever(self) -> None:
+        if runtime.active() is not None:
+            raise SimulationError("a simulation is already running in this thread")
+        if events._get_running_loop() is not None:
+            raise SimulationError(
+                "a simulation cannot run inside another running event loop (for example inside "
+                "an `async def` test of pytest-asyncio): call it from synchronous code"
+            )
+        with self.world_entered():
+            super().run_forever()
+
+    def world_entered(self) -> Any:
+        """Patches on and this simulation active, for running the loop or tearing it down."""
+        return _WorldEntered(self)
+
+    def create_task(  # type: ignore[override]
+        self,
+        coro: Coroutine[Any, Any, T],
+        *,
+        name: str | None = None,
+        context: contextvars.Context | None = None,
+    ) -> asyncio.Task[T]:
+        task = super().create_task(coro, name=name, context=context)
+        default = self.default_boot
+        boot = BOOT.get(default) if context is None else context.get(BOOT, default)
+        boot.task_seq += 1
+        boot.tasks[boot.task_seq] = task
+        return task
+
+    def spawn_on(self, node: Node, coro: Coroutine[Any, Any, T]) -> asyncio.Future[T]:
+        boot = node.boot
+        if boot is None or not boot.alive:
+            coro.close()
+            raise NodeDown(f"cannot spawn on {node.name}: it is down; `sim.restart` it first")
+        task = self.create_task(coro, context=boot.context.copy())
+        outer: asyncio.Future[T] = self.create_future()
+
+        def copy_outcome(done: asyncio.Task[T]) -> None:
+            if outer.done():
+                return
+            if done.cancelled():
+                outer.cancel()
+            elif (exc := done.exception()) is not None:
+                outer.set_exception(exc)
+            else:
+                outer.set_result(done.result())
+
+        def cancel_inner(fut: asyncio.Future[T]) -> None:
+            if fut.cancelled():
+                task.cancel()
+
+        task.add_done_callback(copy_outcome)
+        outer.add_done_callback(cancel_inner, context=boot.context)
+        if len(boot.spawned) >= MAX_SPAWNED_TRACKED:
+            boot.spawned = [f for f in boot.spawned if not f.done()]
+        boot.spawned.append(outer)
+        return outer
+
+    def bury(self, boot: Boot, reason: str) -> None:
+        """Make `boot` dead: its callbacks never run again, its tasks are kept, not collected."""
+        boot.alive = False
+        boot.paused = False
+        boot.deferred.clear()
+        for fut in boot.spawned:
+            if not fut.done():
+                fut.set_exception(NodeDown(f"{boot.label} {reason} at t={self.now:.6f}s"))
+                fut._log_traceback = False  # type: ignore[attr-defined]
+        boot.spawned.clear()
+        for task in boot.tasks.values():
+            task._log_destroy_pending = False  # type: ignore[attr-defined]
+            self._graveyard.append(task)
+        ctx_boot = BOOT
+        self._rebuild_timers(lambda h: h._context.get(ctx_boot) is not boot)  # type: ignore[attr-defined]
+
+    def pause_boot(self, boot: Boot) -> None:
+        boot.paused = True
+
+    def resume_boot(self, boot: Boot) -> None:
+        boot.paused = False
+        deferred = boot.deferred
+        boot.deferred = type(deferred)()
+        # Older than anything of this boot already queued: they go first.
+        self._ready.extendleft(reversed(deferred))  # type: ignore[attr-defined]
+
+    def describe_pending(self, limit: int = 20) -> str:
+        lines = []
+        for boot in self._boots:
+            for task in boot.tasks.values():
+                if task.done():
+                    continue
+                coro = task.get_coro()
+                where = getattr(coro, "__qualname__", repr(coro))
+                state = "" if boot.alive else " (dead)"
+                lines.append(f"{boot.label}{state}: {task.get_name()} {where}")
+        more = f" ... and {len(lines) - limit} more" if len(lines) > limit else ""
+        return "; ".join(lines[:limit]) + more if lines else "no tasks"
+
+    def _raise_deadlock(self) -> NoReturn:
+        raise Deadlock(
+            f"seed {self.seed}: deadlock at t={self.now:.6f}s: nothing is ready, no timer is "
+            f"pending, so nothing can ever happen again. Blocked tasks: {self.describe_pending()}"
+        )
+
+    def teardown(self) -> None:
+        """End of the world: close every pending coroutine with the trace frozen.
+
+        Their `finally` blocks run now rather than at some later garbage collection outside
+        the simulation; anything they schedule or send is dropped with the loop's queues.
+        """
+        self._frozen = True
+        tasks = list(self._graveyard)
+        for boot in self._boots:
+            tasks.extend(boot.tasks.values())
+        self._graveyard.clear()
+        with self.world_entered():
+            for task in tasks:
+                if task.done():
+                    continue
+                task._log_destroy_pending = False  # type: ignore[attr-defined]
+                try:
+                    task.get_coro().close()  # type: ignore[union-attr]
+                except BaseException:  # noqa: BLE001, S110 - the world is gone; nothing to tell
+                    pass
+        self._ready.clear()  # type: ignore[attr-defined]
+        self._scheduled.clear()  # type: ignore[attr-defined]
+
+    close_with_teardown = False  # policy loops: asyncio.run closes them, so close ends the world
+
+    def close(self) -> None:
+        if self.close_with_teardown and not self._frozen and not self.is_running():
+            self.teardown()
+        super().close()
+
+    def default_exception_handler(self, context: dict[str, Any]) -> None:
+        message = context.get("message", "")
+        exc = context.get("exception")
+        handle = context.get("handle")
+        if handle is not None and handle._context.get(BOOT) is self.kernel_boot:
+            # The simulator's own machinery failed: the run means nothing past this point.
+            if self.fatal is None:
+                self.fatal = exc or SimulationError(str(message))
+            self.stop()
+        self.record("error", message=str(message), exception=repr(exc) if exc else None)
+        super().default_exception_handler(context)
+
+    # --- executors: inline, at a deterministic point ---------------------------------------
+
+    def run_in_executor(  # type: ignore[override]
+        self, executor: Any, func: Callable[..., T], *args: Any
+    ) -> asyncio.Future[T]:
+        self._check_closed()
+        fut: asyncio.Future[T] = self.create_future()
+
+        def run() -> None:
+            if fut.cancelled():
+                return
+            try:
+                result = func(*args)
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:  # noqa: BLE001 - handed to the awaiting caller
+                fut.set_exception(exc)
+            else:
+                fut.set_result(result)
+
+        self.call_soon(run)
+        return fut
+
+    def set_default_executor(self, executor: Any) -> None:
+        pass  # executors run inline; the one given is never used
+
+    # --- network: simulated (see detsim.sim.net) -------------------------------------------
+
+    async def getaddrinfo(self, host: Any, port: Any, *, family: int = 0, type: int = 0,
+                          proto: int = 0, flags: int = 0) -> Any:  # fmt: skip
+        return self.sim.net.getaddrinfo(host, port, family=family, type=type, proto=proto)
+
+    async def getnameinfo(self, sockaddr: Any, flags: int = 0) -> tuple[str, str]:
+        return self.sim.net.getnameinfo(sockaddr)
+
+    async def create_connection(self, protocol_factory: Any, host: Any = None, port: Any = None,
+                                **kwargs: Any) -> Any:  # fmt: skip
+        return await self.sim.net.tcp.create_connection(protocol_factory, host, port, **kwargs)
+
+    async def create_server(self, protocol_factory: Any, host: Any = None, port: Any = None,
+                            **kwargs: Any) -> Any:  # fmt: skip
+        return await self.sim.net.tcp.create_server(protocol_factory, host, port, **kwargs)
+
+    async def create_datagram_endpoint(self, protocol_factory: Any, local_addr: Any = None,
+                                       remote_addr: Any = None, **kwargs: Any) -> Any:  # fmt: skip
+        return await self.sim.net.udp.create_endpoint(
+            protocol_factory, local_addr, remote_addr, **kwargs
+        )
+
+    async def sock_connect(self, sock: Any, address: Any) -> None:
+        await self.sim.net.tcp.sock_connect(sock, address)
+
+    # --- the rest of the OS: refused -------------------------------------------------------
+
+    def add_reader(self, fd: Any, callback: Any, *args: Any) -> None:
+        _unsupported("add_reader (a real file descriptor)")
+
+    def add_writer(self, fd: Any, callback: Any, *args: Any) -> None:
+        _unsupported("add_writer (a real file descriptor)")
+
+    def remove_reader(self, fd: Any) -> bool:
+        return False
+
+    def remove_writer(self, fd: Any) -> bool:
+        return False
+
+    async def sock_recv(self, sock: Any, nbytes: int) -> bytes:
+        _unsupported("sock_recv on a raw socket (use streams or protocols)")
+
+    async def sock_sendall(self, sock: Any, data: Any) -> None:
+        _unsupported("sock_sendall on a raw socket (use streams or protocols)")
+
+    async def sock_accept(self, sock: Any) -> Any:
+        _unsupported("sock_accept on a raw socket (use create_server)")
+
+    async def subprocess_exec(self, *args: Any, **kwargs: Any) -> Any:
+        _unsupported("a subprocess")
+
+    async def subprocess_shell(self, *args: Any, **kwargs: Any) -> Any:
+        _unsupported("a subprocess")
+
+    def add_signal_handler(self, sig: int, callback: Any, *args: Any) -> None:
+        _unsupported("a signal handler")
+
+    def remove_signal_handler(self, sig: int) -> bool:
+        return False
+
+    async def create_unix_connection(self, *args: Any, **kwargs: Any) -> Any:
+        _unsupported("a unix socket")
+
+    async def create_unix_server(self, *args: Any, **kwargs: Any) -> Any:
+        _unsupported("a unix socket")
+
+    async def connect_read_pipe(self, *args: Any, **kwargs: Any) -> Any:
+        _unsupported("a pipe")
+
+    async def connect_write_pipe(self, *args: Any, **kwargs: Any) -> Any:
+        _unsupported("a pipe")
+
+    async def connect_accepted_socket(self, *args: Any, **kwargs: Any) -> Any:
+        _unsupported("an accepted real socket")
+
+
+class _WorldEntered:
+    """Context manager: patches installed and the simulation registered as active."""
+
+    def __init__(self, loop: SimLoop) -> None:
+        self._loop = loop
+        self._patches = entropy.Patches(loop)
+
+    def __enter__(self) -> None:
+        self._patches.install()
+        runtime._active.append(self._loop.sim)
+
+    def __exit__(self, *exc: object) -> None:
+        runtime._active.pop()
+        self._patches.uninstall()

@@ -1,0 +1,773 @@
+"""Simulated TCP: connections, listeners, and the asyncio transports over them.
+
+Owned here: the connection state machine, the two pipes of every connection (one per
+direction), flow control, and `create_connection` / `create_server` / `sock_connect`.
+
+Rules:
+- A pipe is kernel machinery: its segments travel on kernel timers (never paused or killed)
+  and reach the receiving boot through `loop`'s per-boot scheduling, so a paused receiver gets
+  them on resume and a dead one never does.
+- A segment's arrival time is `max(now + latency, previous arrival)`: no reordering.
+- The network's verdict at arrival time decides: deliver, hold (cut link / powered-off host;
+  reset both ends after `stream_timeout`), or reset (the owning process is gone).
+- Flow control: a writer's unacknowledged bytes above `high_water_bytes` pause its protocol
+  (so `drain()` blocks); the acknowledgement of delivered bytes takes one latency back.
+- Every protocol callback of an endpoint runs in the context it was created in, on its boot;
+  `connection_lost` is called exactly once.
+- Handshake: a SYN that finds the host unreachable is retried every `SYN_RETRY_S` until
+  `connect_timeout` (TimeoutError); one that finds no listener is refused after one round trip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextvars
+import errno
+import itertools
+import socket
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from detsim.sim import runtime
+from detsim.sim.errors import SimulationError
+from detsim.sim.net.network import ANY_ADDRESSES, LOOPBACK_NAMES
+from detsim.sim.net.sockets import SimSocket, SocketInfo
+
+if TYPE_CHECKING:
+    from detsim.sim.loop import SimLoop
+    from detsim.sim.net.network import Network
+    from detsim.sim.node import Boot, Node
+
+MAX_CONNECTIONS_PER_NODE = 1_024
+MAX_LISTENERS_PER_NODE = 256
+MAX_SEGMENT_QUEUE = 65_536  # segments in flight on one pipe
+MAX_COALESCED_BYTES = 256 * 1024  # bytes handed to one data_received call
+SYN_RETRY_S = 1.0
+EPHEMERAL_PORTS = range(32_768, 61_000)
+FIN = b""  # the end-of-stream marker in a pipe (data segments are never empty)
+
+
+class Endpoint:
+    """One end of a connection, owned by a boot."""
+
+    __slots__ = (
+        "boot",
+        "closed",
+        "ctx",
+        "eof_sent",
+        "node",
+        "out",
+        "peer",
+        "peer_addr",
+        "protocol",
+        "reading_paused",
+        "serial",
+        "sock_addr",
+        "transport",
+    )
+
+    def __init__(self, serial: int, boot: Boot, node: Node, sock_addr: tuple[str, int],
+                 peer_addr: tuple[str, int], ctx: contextvars.Context) -> None:  # fmt: skip
+        self.serial = serial
+        self.boot = boot
+        self.node = node
+        self.sock_addr = sock_addr
+        self.peer_addr = peer_addr
+        self.ctx = ctx
+        self.protocol: asyncio.BaseProtocol | None = None
+        self.transport: SimTransport | None = None
+        self.peer: Endpoint | None = None
+        self.out: Pipe | None = None  # the pipe from this end to the peer
+        self.closed = False  # no more callbacks: closed, aborted, reset, or its boot died
+        self.eof_sent = False
+        self.reading_paused = False
+
+
+class Pipe:
+    """One direction of a connection: segments in flight from `src` to `dst`."""
+
+    __slots__ = ("armed", "dst", "held_since", "last_at", "queue", "serial", "src", "stack",
+                 "unacked_bytes")  # fmt: skip
+
+    def __init__(self, stack: TcpStack, serial: int, src: Endpoint, dst: Endpoint) -> None:
+        self.stack = stack
+        self.serial = serial
+        self.src = src
+        self.dst = dst
+        self.queue: collections.deque[tuple[float, bytes]] = collections.deque()
+        self.last_at = 0.0
+        self.armed = False
+        self.held_since: float | None = None
+        self.unacked_bytes = 0
+
+    def kick(self) -> None:
+        """The network changed (heal, restart) or the receiver is ready: try again."""
+        self.stack.kick(self)
+
+
+class TcpStack:
+    def __init__(self, net: Network, loop: SimLoop) -> None:
+        self.net = net
+        self.loop = loop
+        self._serials = itertools.count(1)
+        self._listeners: dict[tuple[int, int], list[Listener]] = {}  # (node index, port)
+        self._next_port: dict[int, int] = {}
+
+    # --- ports and listeners ---------------------------------------------------------------
+
+    def ephemeral_port(self, node: Node, in_use: Callable[[int], bool]) -> int:
+        start = self._next_port.get(node.index, EPHEMERAL_PORTS.start)
+        span = len(EPHEMERAL_PORTS)
+        for i in range(span):
+            port = EPHEMERAL_PORTS.start + (start - EPHEMERAL_PORTS.start + i) % span
+            if not in_use(port):
+                self._next_port[node.index] = port + 1
+                return port
+        raise OSError(errno.EADDRINUSE, "no free ephemeral port")
+
+    def _find_listener(self, node: Node, port: int, via_loopback: bool) -> Listener | None:
+        for lst in self._listeners.get((node.index, port), ()):
+            if lst.boot.alive and lst.accepts(via_loopback):
+                return lst
+        return None
+
+    def add_listener(self, lst: Listener) -> None:
+        node = lst.boot.node
+        assert node is not None
+        key = (node.index, lst.port)
+        same_port = self._listeners.setdefault(key, [])
+        for other in same_port:
+            if other.bind_ip in ANY_ADDRESSES or lst.bind_ip in ANY_ADDRESSES \
+                    or other.bind_ip == lst.bind_ip:  # fmt: skip
+                raise OSError(errno.EADDRINUSE, f"address already in use: port {lst.port}")
+        if sum(len(v) for k, v in self._listeners.items() if k[0] == node.index) >= \
+                MAX_LISTENERS_PER_NODE:  # fmt: skip
+            raise OSError(errno.EMFILE, f"more than {MAX_LISTENERS_PER_NODE} listeners")
+        same_port.append(lst)
+
+    def remove_listener(self, lst: Listener) -> None:
+        node = lst.boot.node
+        assert node is not None
+        same_port = self._listeners.get((node.index, lst.port), [])
+        if lst in same_port:
+            same_port.remove(lst)
+
+    def port_in_use(self, node: Node, port: int) -> bool:
+        if self._listeners.get((node.index, port)):
+            return True
+        boot = node.boot
+        return boot is not None and any(
+            isinstance(ep, Endpoint) and ep.sock_addr[1] == port for ep in boot.endpoints.values()
+        )
+
+    # --- client side -----------------------------------------------------------------------
+
+    async def create_connection(self, protocol_factory: Callable[[], asyncio.BaseProtocol],
+                                host: Any = None, port: Any = None, *, ssl: Any = None,
+                                sock: Any = None, local_addr: Any = None,
+                                **_ignored: Any) -> tuple[SimTransport, asyncio.BaseProtocol]:  # fmt: skip
+        if ssl:
+            raise SimulationError("TLS is not simulated: connect without ssl inside a simulation")
+        if sock is not None:
+            ep = self._adopt(sock)
+        else:
+            if host is None or port is None:
+                raise ValueError("host and port are required when sock is not given")
+            ep = await self.connect(self.net.resolve(host), int(port))
+        return self.attach(ep, protocol_factory())
+
+    async def sock_connect(self, sock: Any, address: Any) -> None:
+        if not isinstance(sock, SimSocket):
+            raise SimulationError("sock_connect on a real socket inside a simulation")
+        if sock.type != socket.SOCK_STREAM:
+            raise SimulationError("only stream sockets can sock_connect in a simulation")
+        sock.connected = await self.connect(self.net.resolve(address[0]), int(address[1]))
+        sock.peer_addr = sock.connected.peer_addr
+        sock.sock_addr = sock.connected.sock_addr
+
+    def _adopt(self, sock: Any) -> Endpoint:
+        if not isinstance(sock, SimSocket) or not isinstance(sock.connected, Endpoint):
+            raise SimulationError(
+                "create_connection(sock=...) in a simulation needs a socket connected with "
+                "`await loop.sock_connect(sock, addr)` on a socket made inside the simulation"
+            )
+        ep = sock.connected
+        sock.connected = None
+        sock.detached = True
+        return ep
+
+    async def connect(self, ip: str, port: int) -> Endpoint:
+        node = runtime.require_node("connect")
+        boot = self.loop.current_boot()
+        self._check_fd_limit(boot)
+        if not 0 < port < 65_536:
+            raise OSError(errno.EINVAL, f"invalid port {port}")
+        src_ip = "127.0.0.1" if ip.startswith("127.") else node.ip
+        local_port = self.ephemeral_port(node, lambda p: self.port_in_use(node, p))
+        ep = Endpoint(next(self._serials), boot, node, (src_ip, local_port), (ip, port),
+                      contextvars.copy_context())  # fmt: skip
+        boot.endpoints[ep.serial] = ep  # reserve the fd and port while connecting
+        self.loop.record("connect", dst=f"{ip}:{port}", src_port=local_port)
+        waiter: asyncio.Future[Endpoint] = self.loop.create_future()
+        deadline = self.loop.now + self.net.config.connect_timeout
+        self.loop.kernel_soon(self._syn, ep, waiter, deadline)
+        self.loop.kernel_at(deadline, self._connect_timeout, ep, waiter)
+        try:
+            return await waiter
+        except BaseException:
+            boot.endpoints.pop(ep.serial, None)
+            if ep.peer is not None and not ep.closed:
+                ep.closed = True
+                self._send_reset(ep)
+            raise
+
+    def _check_fd_limit(self, boot: Boot) -> None:
+        if len(boot.endpoints) >= MAX_CONNECTIONS_PER_NODE:
+            raise OSError(errno.EMFILE, f"Too many open files ({MAX_CONNECTIONS_PER_NODE} "
+                          "connections on this node)")  # fmt: skip
+
+    def _syn(self, ep: Endpoint, waiter: asyncio.Future[Endpoint], deadline: float) -> None:
+        if waiter.done():
+            return
+        dst = self.net.node_at(ep.node, ep.peer_addr[0])
+        if dst is None or not self.net.link_up(ep.node, dst):
+            retry_at = self.loop.now + SYN_RETRY_S
+            if retry_at < deadline:
+                self.loop.kernel_at(retry_at, self._syn, ep, waiter, deadline)
+            return
+        arrive = self.loop.now + self.net.latency(ep.node, dst)
+        self.loop.kernel_at(arrive, self._syn_arrives, ep, dst, waiter, deadline)
+
+    def _syn_arrives(self, ep: Endpoint, dst: Node, waiter: asyncio.Future[Endpoint],
+                     deadline: float) -> None:  # fmt: skip
+        if waiter.done():
+            return
+        if not self.net.link_up(ep.node, dst):  # cut while in flight: the SYN is lost
+            self._syn_retry(ep, waiter, deadline)
+            return
+        back = self.loop.now + self.net.latency(dst, ep.node)
+        lst = self._find_listener(dst, ep.peer_addr[1], ep.peer_addr[0].startswith("127."))
+        if lst is None or len(lst.boot.endpoints) >= MAX_CONNECTIONS_PER_NODE:
+            self.loop.record_for(dst.name, "refuse", port=ep.peer_addr[1])
+            self.loop.kernel_at(back, self._refused, ep, waiter)
+            return
+        server_ep = lst.accept_endpoint(ep)
+        self.loop.kernel_at(back, self._established, ep, server_ep, waiter)
+
+    def _syn_retry(self, ep: Endpoint, waiter: asyncio.Future[Endpoint], deadline: float) -> None:
+        retry_at = self.loop.now + SYN_RETRY_S
+        if retry_at < deadline:
+            self.loop.kernel_at(retry_at, self._syn, ep, waiter, deadline)
+
+    def _refused(self, ep: Endpoint, waiter: asyncio.Future[Endpoint]) -> None:
+        if not waiter.done():
+            ip, port = ep.peer_addr
+            waiter.set_exception(ConnectionRefusedError(
+                errno.ECONNREFUSED, f"Connect call failed ({ip!r}, {port})"))  # fmt: skip
+
+    def _established(self, ep: Endpoint, server_ep: Endpoint,
+                     waiter: asyncio.Future[Endpoint]) -> None:  # fmt: skip
+        self.pair(ep, server_ep)
+        if waiter.done():  # the connecting task gave up (timeout, cancel): reset the server
+            ep.closed = True
+            self._send_reset(ep)
+            return
+        self.loop.record_for(ep.node.name, "established", dst=_fmt(ep.peer_addr),
+                             src_port=ep.sock_addr[1])  # fmt: skip
+        waiter.set_result(ep)
+
+    def _connect_timeout(self, ep: Endpoint, waiter: asyncio.Future[Endpoint]) -> None:
+        if not waiter.done():
+            ip, port = ep.peer_addr
+            self.loop.record_for(ep.node.name, "connect_timeout", dst=f"{ip}:{port}")
+            waiter.set_exception(TimeoutError(
+                errno.ETIMEDOUT, f"Connect call timed out ({ip!r}, {port})"))  # fmt: skip
+
+    def pair(self, a: Endpoint, b: Endpoint) -> None:
+        a.peer, b.peer = b, a
+        a.out = Pipe(self, next(self._serials), a, b)
+        b.out = Pipe(self, next(self._serials), b, a)
+
+    def attach(self, ep: Endpoint, protocol: asyncio.BaseProtocol) -> tuple[SimTransport, Any]:
+        """Give an established endpoint its protocol and transport; data may flow to it now."""
+        transport = SimTransport(self, ep)
+        ep.protocol = protocol
+        ep.transport = transport
+        protocol.connection_made(transport)
+        if ep.peer is not None and ep.peer.out is not None:
+            self.kick(ep.peer.out)
+        return transport, protocol
+
+    # --- segments --------------------------------------------------------------------------
+
+    def send(self, ep: Endpoint, data: bytes) -> None:
+        pipe = ep.out
+        if pipe is None or ep.peer is None:
+            return
+        if len(pipe.queue) >= MAX_SEGMENT_QUEUE:
+            raise SimulationError(f"more than {MAX_SEGMENT_QUEUE} segments in flight on one "
+                                  "connection: is the writer ignoring drain()?")  # fmt: skip
+        at = self.loop.now + self.net.latency(ep.node, ep.peer.node)
+        if at < pipe.last_at:
+            at = pipe.last_at
+        pipe.last_at = at
+        pipe.queue.append((at, data))
+        if data:
+            pipe.unacked_bytes += len(data)
+        if not pipe.armed and pipe.held_since is None:
+            pipe.armed = True
+            self.loop.kernel_at(at, self._pump, pipe)
+
+    def kick(self, pipe: Pipe) -> None:
+        self.net.release(pipe.serial)
+        if pipe.held_since is not None:
+            pipe.held_since = None
+            # Retransmission after the cut: one fresh latency from now.
+            resend = self.loop.now + self.net.latency(pipe.src.node, pipe.dst.node)
+            pipe.queue = collections.deque((max(at, resend), d) for at, d in pipe.queue)
+            pipe.last_at = max(pipe.last_at, resend)
+        if not pipe.armed and pipe.queue:
+            pipe.armed = True
+            self.loop.kernel_at(max(pipe.queue[0][0], self.loop.now), self._pump, pipe)
+
+    def _pump(self, pipe: Pipe) -> None:
+        pipe.armed = False
+        if not pipe.queue:
+            return
+        at = pipe.queue[0][0]
+        if at > self.loop.now:
+            pipe.armed = True
+            self.loop.kernel_at(at, self._pump, pipe)
+            return
+        dst, src = pipe.dst, pipe.src
+        if not self.net.link_up(src.node, dst.node):
+            self._hold(pipe)
+            return
+        if dst.boot is not dst.node.boot or not dst.boot.alive:
+            self._reset_pipe(pipe, "the receiving process is gone")
+            return
+        if dst.closed:
+            self._arrive_at_closed(pipe)
+            return
+        if dst.protocol is None or dst.reading_paused:
+            return  # `attach` / `resume_reading` kicks the pipe
+        self._deliver_due(pipe)
+
+    def _deliver_due(self, pipe: Pipe) -> None:
+        now = self.loop.now
+        chunks: list[bytes] = []
+        size = 0
+        fin = False
+        queue = pipe.queue
+        while queue and queue[0][0] <= now and size < MAX_COALESCED_BYTES:
+            _, data = queue.popleft()
+            if data is FIN or not data:
+                fin = True
+                break
+            chunks.append(data)
+            size += len(data)
+        dst = pipe.dst
+        if chunks:
+            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            self.loop.record_for(dst.node.name, "recv", conn=pipe.serial, size=size)
+            self.loop.soon_in(dst.ctx, self._data_received, dst, data)
+            back = now + self.net.latency(dst.node, pipe.src.node)
+            self.loop.kernel_at(back, self._ack, pipe, size)
+        if fin:
+            queue.clear()
+            self.loop.soon_in(dst.ctx, self._eof_received, dst)
+            return
+        if queue:
+            pipe.armed = True
+            self.loop.kernel_at(max(queue[0][0], now), self._pump, pipe)
+
+    def _hold(self, pipe: Pipe) -> None:
+        if pipe.held_since is None:
+            pipe.held_since = self.loop.now
+            self.loop.record_for(pipe.src.node.name, "hold", conn=pipe.serial,
+                                 dst=pipe.dst.node.name, segments=len(pipe.queue))  # fmt: skip
+            deadline = self.loop.now + self.net.config.stream_timeout
+            self.loop.kernel_at(deadline, self._stream_timeout, pipe, pipe.held_since)
+        self.net.hold(pipe.serial, pipe)
+
+    def _stream_timeout(self, pipe: Pipe, held_since: float) -> None:
+        if pipe.held_since != held_since or not pipe.queue:
+            return
+        self.net.release(pipe.serial)
+        self.loop.record_for(pipe.src.node.name, "stream_timeout", conn=pipe.serial)
+        pipe.queue.clear()
+        for ep in (pipe.src, pipe.dst):
+            self._lose(ep, ConnectionResetError(
+                errno.ECONNRESET, "Connection reset: segments held longer than stream_timeout"))
+
+    def _ack(self, pipe: Pipe, size: int) -> None:
+        pipe.unacked_bytes -= size
+        assert pipe.unacked_bytes >= 0, "acknowledged more than was sent"
+        src = pipe.src
+        transport = src.transport
+        if transport is not None and not src.closed:
+            transport.maybe_resume_protocol()
+
+    def _arrive_at_closed(self, pipe: Pipe) -> None:
+        has_data = any(d for _, d in pipe.queue)
+        pipe.queue.clear()
+        if has_data:  # data at a closed socket: the kernel answers with a reset
+            self._reset_pipe(pipe, "data arrived at a closed socket")
+
+    def _reset_pipe(self, pipe: Pipe, why: str) -> None:
+        pipe.queue.clear()
+        self.loop.record_for(pipe.dst.node.name, "rst", conn=pipe.serial, why=why)
+        back = self.loop.now + self.net.latency(pipe.dst.node, pipe.src.node)
+        self.loop.kernel_at(back, self._rst_arrives, pipe.src)
+
+    def _send_reset(self, ep: Endpoint) -> None:
+        """`ep` vanished abruptly (abort, kill, a late handshake): tell the peer, if it can hear."""
+        peer = ep.peer
+        if peer is None or peer.closed:
+            return
+        if ep.out is not None:
+            ep.out.queue.clear()
+        if not self.net.link_up(ep.node, peer.node):
+            return  # lost; the peer learns of it when it next sends
+        back = self.loop.now + self.net.latency(ep.node, peer.node)
+        self.loop.kernel_at(back, self._rst_arrives, peer)
+
+    def _rst_arrives(self, ep: Endpoint) -> None:
+        self._lose(ep, ConnectionResetError(errno.ECONNRESET, "Connection reset by peer"))
+
+    def _lose(self, ep: Endpoint, exc: Exception | None) -> None:
+        """End `ep` with `connection_lost(exc)` (once), dropping what was in flight to it."""
+        if ep.closed:
+            return
+        ep.closed = True
+        ep.boot.endpoints.pop(ep.serial, None)
+        if ep.out is not None:
+            ep.out.queue.clear()
+            self.net.release(ep.out.serial)
+        self.loop.record_for(ep.node.name, "reset" if exc else "closed", conn=ep.serial)
+        if ep.protocol is not None:
+            self.loop.soon_in(ep.ctx, ep.protocol.connection_lost, exc)
+
+    # --- callbacks on the receiving boot ---------------------------------------------------
+
+    def _data_received(self, ep: Endpoint, data: bytes) -> None:
+        if ep.closed or ep.protocol is None:
+            return
+        ep.protocol.data_received(data)  # type: ignore[attr-defined]
+
+    def _eof_received(self, ep: Endpoint) -> None:
+        if ep.closed or ep.protocol is None:
+            return
+        keep_open = ep.protocol.eof_received()  # type: ignore[attr-defined]
+        if not keep_open and ep.transport is not None:
+            ep.transport.close()
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def boot_down(self, boot: Boot, send_resets: bool) -> None:
+        for ep in list(boot.endpoints.values()):
+            if isinstance(ep, Endpoint) and not ep.closed:
+                ep.closed = True
+                if send_resets:
+                    self._send_reset(ep)
+        boot.endpoints.clear()
+        for key, lst_list in list(self._listeners.items()):
+            self._listeners[key] = [lst for lst in lst_list if lst.boot is not boot]
+
+    def close_endpoint(self, ep: Endpoint) -> None:
+        """The owner closed its transport: FIN after the data, then `connection_lost(None)`."""
+        if ep.closed:
+            return
+        if not ep.eof_sent:
+            ep.eof_sent = True
+            self.send(ep, FIN)
+        self._lose(ep, None)
+
+    def abort_endpoint(self, ep: Endpoint) -> None:
+        if ep.closed:
+            return
+        self._send_reset(ep)
+        self._lose(ep, None)
+
+    # --- servers ---------------------------------------------------------------------------
+
+    async def create_server(self, protocol_factory: Callable[[], asyncio.BaseProtocol],
+                            host: Any = None, port: Any = None, *, ssl: Any = None,
+                            sock: Any = None, start_serving: bool = True,
+                            **_ignored: Any) -> SimServer:  # fmt: skip
+        if ssl:
+            raise SimulationError("TLS is not simulated: serve without ssl inside a simulation")
+        if sock is not None:
+            raise SimulationError("create_server(sock=...) is not simulated: pass host and port")
+        node = runtime.require_node("create_server")
+        boot = self.loop.current_boot()
+        hosts = host if isinstance(host, (list, tuple)) else [host]
+        port_num = int(port or 0)
+        if port_num == 0:
+            port_num = self.ephemeral_port(node, lambda p: self.port_in_use(node, p))
+        server = SimServer(self, boot, protocol_factory, contextvars.copy_context())
+        for h in hosts:
+            bind_ip = self._bind_ip(node, h)
+            server.listeners.append(Listener(self, server, boot, bind_ip, port_num))
+        if start_serving:
+            server.start_listening()
+        return server
+
+    def _bind_ip(self, node: Node, host: Any) -> str:
+        if host is None or host in ANY_ADDRESSES:
+            return "0.0.0.0"
+        if host in LOOPBACK_NAMES or str(host).startswith("127."):
+            return "127.0.0.1"
+        ip = self.net.resolve(str(host))
+        if ip != node.ip:
+            raise OSError(errno.EADDRNOTAVAIL,
+                          f"cannot assign requested address {host!r} on {node.name} ({node.ip})")
+        return ip
+
+
+class Listener:
+    """A listening socket of one server, on one address."""
+
+    def __init__(self, stack: TcpStack, server: SimServer, boot: Boot, bind_ip: str,
+                 port: int) -> None:  # fmt: skip
+        self.stack = stack
+        self.server = server
+        self.boot = boot
+        self.bind_ip = bind_ip
+        self.port = port
+
+    def accepts(self, via_loopback: bool) -> bool:
+        if self.bind_ip == "0.0.0.0":
+            return True
+        return via_loopback == (self.bind_ip == "127.0.0.1")
+
+    def accept_endpoint(self, client: Endpoint) -> Endpoint:
+        """The kernel half of accept: the endpoint exists now, the protocol on the server boot."""
+        node = self.boot.node
+        assert node is not None
+        stack = self.stack
+        local_ip = "127.0.0.1" if client.peer_addr[0].startswith("127.") else node.ip
+        ep = Endpoint(next(stack._serials), self.boot, node, (local_ip, self.port),
+                      client.sock_addr, self.server.ctx)  # fmt: skip
+        self.boot.endpoints[ep.serial] = ep
+        stack.loop.record_for(node.name, "accept", src=_fmt(client.sock_addr), port=self.port)
+        stack.loop.soon_in(self.server.ctx, self.server.accepted, ep)
+        return ep
+
+
+class SimServer(asyncio.AbstractServer):
+    """What `loop.create_server` returns in a simulation."""
+
+    def __init__(self, stack: TcpStack, boot: Boot,
+                 protocol_factory: Callable[[], asyncio.BaseProtocol],
+                 ctx: contextvars.Context) -> None:  # fmt: skip
+        self._stack = stack
+        self._boot = boot
+        self._factory = protocol_factory
+        self.ctx = ctx
+        self.listeners: list[Listener] = []
+        self._serving = False
+        self._closed = False
+        self._serving_forever: asyncio.Future[None] | None = None
+        self._clients: dict[int, Endpoint] = {}
+
+    def accepted(self, ep: Endpoint) -> None:
+        if ep.closed:
+            return
+        if self._closed:
+            self._stack.abort_endpoint(ep)
+            return
+        self._clients[ep.serial] = ep
+        self._stack.attach(ep, self._factory())
+
+    def start_listening(self) -> None:
+        if self._serving or self._closed:
+            return
+        for lst in self.listeners:
+            self._stack.add_listener(lst)
+        self._serving = True
+        self._stack.loop.record("listen", port=self.listeners[0].port if self.listeners else 0)
+
+    @property
+    def sockets(self) -> tuple[SocketInfo, ...]:
+        node = self._boot.node
+        assert node is not None
+        return tuple(
+            SocketInfo((node.ip if lst.bind_ip == "0.0.0.0" else lst.bind_ip, lst.port))
+            for lst in self.listeners
+        )
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._serving = False
+        for lst in self.listeners:
+            self._stack.remove_listener(lst)
+        if self._serving_forever is not None and not self._serving_forever.done():
+            self._serving_forever.cancel()
+
+    def close_clients(self) -> None:
+        for ep in list(self._clients.values()):
+            if ep.transport is not None:
+                ep.transport.close()
+
+    def abort_clients(self) -> None:
+        for ep in list(self._clients.values()):
+            if ep.transport is not None:
+                ep.transport.abort()
+
+    def get_loop(self) -> asyncio.AbstractEventLoop:
+        return self._stack.loop
+
+    def is_serving(self) -> bool:
+        return self._serving
+
+    async def start_serving(self) -> None:
+        self.start_listening()
+
+    async def serve_forever(self) -> None:
+        if self._serving_forever is not None:
+            raise RuntimeError(f"server {self!r} is already being awaited on serve_forever()")
+        if self._closed:
+            raise RuntimeError(f"server {self!r} is closed")
+        self.start_listening()
+        self._serving_forever = self._stack.loop.create_future()
+        try:
+            await self._serving_forever
+        except asyncio.CancelledError:
+            try:
+                self.close()
+                await self.wait_closed()
+            finally:
+                raise
+        finally:
+            self._serving_forever = None
+
+    async def wait_closed(self) -> None:
+        return None
+
+    async def __aenter__(self) -> SimServer:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+        await self.wait_closed()
+
+
+class SimTransport(asyncio.Transport):
+    """The asyncio transport of one simulated TCP endpoint."""
+
+    def __init__(self, stack: TcpStack, ep: Endpoint) -> None:
+        super().__init__()
+        self._stack = stack
+        self._ep = ep
+        self._closing = False
+        self._protocol_paused = False
+        cfg = stack.net.config
+        self._high_water = cfg.high_water_bytes
+        self._low_water = cfg.low_water_bytes
+        self._extra = {
+            "peername": ep.peer_addr,
+            "sockname": ep.sock_addr,
+            "socket": SocketInfo(ep.sock_addr, ep.peer_addr),
+        }
+
+    def __repr__(self) -> str:
+        return f"<SimTransport {_fmt(self._ep.sock_addr)}->{_fmt(self._ep.peer_addr)}>"
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._extra.get(name, default)
+
+    def is_closing(self) -> bool:
+        return self._closing or self._ep.closed
+
+    def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self._stack.close_endpoint(self._ep)
+
+    def abort(self) -> None:
+        self._closing = True
+        self._stack.abort_endpoint(self._ep)
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self._ep.protocol = protocol
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        assert self._ep.protocol is not None
+        return self._ep.protocol
+
+    def is_reading(self) -> bool:
+        return not self._ep.reading_paused and not self.is_closing()
+
+    def pause_reading(self) -> None:
+        self._ep.reading_paused = True
+
+    def resume_reading(self) -> None:
+        if self._ep.reading_paused:
+            self._ep.reading_paused = False
+            peer = self._ep.peer
+            if peer is not None and peer.out is not None:
+                self._stack.kick(peer.out)
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"data argument must be a bytes-like object, not {type(data).__name__!r}")
+        if self._ep.eof_sent:
+            raise RuntimeError("Cannot call write() after write_eof()")
+        if not data or self.is_closing():
+            return
+        self._stack.send(self._ep, bytes(data))
+        self._maybe_pause_protocol()
+
+    def writelines(self, list_of_data: Any) -> None:
+        self.write(b"".join(list_of_data))
+
+    def write_eof(self) -> None:
+        if self._ep.eof_sent or self.is_closing():
+            return
+        self._ep.eof_sent = True
+        self._stack.send(self._ep, FIN)
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def get_write_buffer_size(self) -> int:
+        out = self._ep.out
+        return 0 if out is None else out.unacked_bytes
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return (self._low_water, self._high_water)
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        if high is None:
+            high = 64 * 1024 if low is None else 4 * low
+        if low is None:
+            low = high // 4
+        if not high >= low >= 0:
+            raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
+        self._high_water, self._low_water = high, low
+        self._maybe_pause_protocol()
+
+    def _maybe_pause_protocol(self) -> None:
+        if self._protocol_paused or self.get_write_buffer_size() <= self._high_water:
+            return
+        self._protocol_paused = True
+        protocol = self._ep.protocol
+        if protocol is not None:
+            protocol.pause_writing()
+
+    def maybe_resume_protocol(self) -> None:
+        if self._protocol_paused and self.get_write_buffer_size() <= self._low_water:
+            self._protocol_paused = False
+            protocol = self._ep.protocol
+            if protocol is not None:
+                ep = self._ep
+                self._stack.loop.soon_in(ep.ctx, protocol.resume_writing)
+
+
+def _fmt(addr: tuple[str, int]) -> str:
+    return f"{addr[0]}:{addr[1]}"
