@@ -1,0 +1,327 @@
+"""`check_history`: split by key, interleave the per-key searches, explain a violation.
+
+This module owns the public checker API (DESIGN.md "Histories and checkers").
+
+Split. Every op touches one key and keys are independent objects, so a history is linearizable
+iff each key's sub-history is (P-compositionality, Herlihy & Wing). A history whose ops have no
+key (key null) is one object.
+
+Schedule. Keys are searched smallest first, each for a slice of steps, round-robin, with one
+shared deadline: a hard key cannot starve the verdict on the others, and the first key found
+not linearizable stops everything. When the deadline passes with keys undecided the verdict is
+None (unknown) -- unless some key was already found not linearizable.
+
+Counterexample (only for a key found not linearizable; bounded by WINDOW_BUDGET_STEPS):
+1. the failing prefix: the shortest prefix of the key's history, cut just after a completion,
+   that is not linearizable (ops still open at the cut may take effect or not). The op whose
+   completion ends it is `failing_op`; everything before that completion is linearizable.
+2. the window: the latest cut point S such that the ops from S to the failing completion
+   cannot be linearized from *any* configuration the earlier ops can leave (a state, plus
+   which ops straddling S already took effect). `window` lists the ops straddling S and those
+   invoked after S; `window_states` the states the key can be in at S. That is a proof that
+   stands alone: a reader checks the window from those states, not the whole history.
+If the budget runs out, the window is the whole failing prefix from the initial state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from detsim.check.history import Event, Operation, pair_events
+from detsim.check.models import Model, State, Step, get_model
+from detsim.check.search import (
+    SLICE_STEPS,
+    Cache,
+    Problem,
+    Search,
+    build,
+    check_ops,
+    lift,
+    run,
+    search,
+    unlift,
+)
+
+WINDOW_BUDGET_STEPS = 2_000_000  # cap on the counterexample work (config enumeration)
+MAX_START_CONFIGS = 5_000
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """The verdict on a history; `key`, `window`... are set when it is not linearizable."""
+
+    linearizable: bool | None
+    model: str
+    ops: int  # operations checked (after pairing)
+    keys: int
+    seconds: float
+    key: str | None = None
+    failing_op: Operation | None = None
+    window: tuple[Operation, ...] = ()
+    window_states: tuple[State, ...] = ()
+    window_start_index: int | None = None
+    key_ops: tuple[Operation, ...] = ()  # all ops on the offending key
+    undecided_keys: tuple[str | None, ...] = ()
+
+    def __bool__(self) -> bool:
+        return self.linearizable is True
+
+    def explain(self) -> str:
+        """A few lines a person can read."""
+        if self.linearizable is True:
+            return f"linearizable: {self.ops} ops on {self.keys} key(s) ({self.model} model)"
+        if self.linearizable is None:
+            keys = ", ".join(repr(k) for k in self.undecided_keys[:5])
+            return f"unknown: time ran out with {len(self.undecided_keys)} key(s) undecided: {keys}"
+        lines = [f"not linearizable: key {self.key!r} ({self.model} model)"]
+        if self.failing_op is not None:
+            lines.append(f"  cannot linearize: {_line(self.failing_op)}")
+        states = ", ".join("nil" if s is None else repr(s) for s in self.window_states)
+        lines.append(
+            f"  window: {len(self.window)} op(s) from index {self.window_start_index}, "
+            f"starting from state(s) {{{states}}}"
+        )
+        lines.extend(f"    {_line(op)}" for op in self.window)
+        return "\n".join(lines)
+
+
+def _line(op: Operation) -> str:
+    end = "inf" if op.complete_index is None else str(op.complete_index)
+    return f"[{op.invoke_index}..{end}] process {op.process}: {op.describe()}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Public entry point
+
+
+def check_history(
+    events: Iterable[Event] | Iterable[Operation],
+    model: str = "kv",
+    timeout: float | None = None,
+) -> CheckResult:
+    """Check a history (events, or already paired operations) against a model."""
+    started = time.perf_counter()
+    spec = get_model(model)
+    items = list(events)
+    ops = pair_events(items) if items and isinstance(items[0], Event) else items  # type: ignore[arg-type]
+    by_key = _split(ops, spec)  # type: ignore[arg-type]
+    deadline = None if timeout is None else started + timeout
+    verdict, bad_key, undecided = _schedule(by_key, spec, deadline)
+    base = {"model": spec.name, "ops": len(ops), "keys": len(by_key)}
+    if verdict is False:
+        key_ops = tuple(op for op, _ in by_key[bad_key])
+        details = explain_key(list(key_ops), spec)
+        return CheckResult(
+            False, seconds=time.perf_counter() - started, key=bad_key, key_ops=key_ops,
+            **details, **base,  # type: ignore[arg-type]
+        )  # fmt: skip
+    return CheckResult(
+        verdict, seconds=time.perf_counter() - started, undecided_keys=tuple(undecided),
+        **base,  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+def _split(ops: Sequence[Operation], spec: Model) -> dict[str | None, list[tuple[Operation, Step]]]:
+    by_key: dict[str | None, list[tuple[Operation, Step]]] = {}
+    compile_op = spec.compile
+    for op in ops:
+        step = compile_op(op)
+        if step is None:
+            continue
+        bucket = by_key.get(op.key)
+        if bucket is None:
+            bucket = by_key[op.key] = []
+        bucket.append((op, step))
+    return by_key
+
+
+def _schedule(
+    by_key: dict[str | None, list[tuple[Operation, Step]]], spec: Model, deadline: float | None
+) -> tuple[bool | None, str | None, list[str | None]]:
+    """Round-robin over keys, smallest first; returns (verdict, offending key, undecided)."""
+    order = sorted(by_key, key=lambda k: len(by_key[k]))
+    active: list[tuple[str | None, Search]] = []
+    for key in order:
+        entries = by_key[key]
+        problem = build([op for op, _ in entries], [s for _, s in entries])
+        active.append((key, search(problem, spec.initial, set())))
+    while active:
+        still: list[tuple[str | None, Search]] = []
+        for key, gen in active:
+            try:
+                next(gen)
+            except StopIteration as stop:
+                if stop.value is False:
+                    return False, key, []
+                if stop.value is None:
+                    return None, None, [key] + [k for k, _ in active if k != key]
+                continue
+            still.append((key, gen))
+            if deadline is not None and time.perf_counter() > deadline:
+                return None, None, [k for k, _ in active]
+        active = still
+    return True, None, []
+
+
+# ---------------------------------------------------------------------------------------------
+# Counterexample: failing prefix, then the latest window start that still proves it
+
+
+def _open(op: Operation) -> Operation:
+    """The op as seen at a cut before its completion: it may or may not have taken effect."""
+    return dataclasses.replace(op, status="info", output=None, complete_index=None)
+
+
+def _prefix(ops: Sequence[Operation], cut: int) -> list[Operation]:
+    """Ops invoked at or before history index `cut`; those completing after it become open."""
+    out = []
+    for op in ops:
+        if op.invoke_index > cut:
+            continue
+        done = op.complete_index is not None and op.complete_index <= cut
+        out.append(op if done else _open(op))
+    return out
+
+
+def _compiled(ops: Sequence[Operation], spec: Model) -> tuple[list[Operation], list[Step]]:
+    kept, steps = [], []
+    for op in ops:
+        step = spec.compile(op)
+        if step is not None:
+            kept.append(op)
+            steps.append(step)
+    return kept, steps
+
+
+def _prefix_ok(ops: Sequence[Operation], cut: int, spec: Model) -> bool:
+    kept, steps = _compiled(_prefix(ops, cut), spec)
+    return check_ops(kept, steps, spec.initial) is not False
+
+
+def explain_key(ops: list[Operation], spec: Model) -> dict[str, object]:
+    """failing_op, window, window_states, window_start_index for a key not linearizable."""
+    cuts = sorted(op.complete_index for op in ops if op.complete_index is not None)
+    lo, hi = 0, len(cuts) - 1  # invariant: prefix at cuts[hi] fails
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if _prefix_ok(ops, cuts[mid], spec):
+            lo = mid + 1
+        else:
+            hi = mid
+    cut = cuts[hi] if cuts else max(op.invoke_index for op in ops)
+    failing = next((op for op in ops if op.complete_index == cut), None)
+    prefix = _prefix(ops, cut)
+    start, window, states = _latest_window(prefix, spec)
+    return {
+        "failing_op": failing,
+        "window": tuple(window),
+        "window_states": tuple(states),
+        "window_start_index": start,
+    }
+
+
+def _latest_window(
+    prefix: list[Operation], spec: Model
+) -> tuple[int, list[Operation], list[State]]:
+    """Binary search for the latest window start that proves the prefix not linearizable."""
+    starts = sorted({op.invoke_index for op in prefix})
+    best = (starts[0], list(prefix), [spec.initial])
+    lo, hi = 1, len(starts) - 1
+    budget = [WINDOW_BUDGET_STEPS]
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        proof = _window_at(prefix, starts[mid], spec, budget)
+        if proof is not None:
+            best = (starts[mid], *proof)
+            lo = mid + 1
+        else:
+            hi = mid - 1
+    return best
+
+
+def _window_at(
+    prefix: list[Operation], start: int, spec: Model, budget: list[int]
+) -> tuple[list[Operation], list[State]] | None:
+    """(window ops, start states) if every configuration at `start` fails; else None."""
+    before = [op for op in prefix if op.invoke_index < start]
+    straddle = [op for op in before if op.complete_index is None or op.complete_index >= start]
+    configs = _configs(before, straddle, spec, budget)
+    if configs is None:
+        return None
+    window = straddle + [op for op in prefix if op.invoke_index >= start]
+    kept, steps = _compiled(window, spec)
+    problem = build(kept, steps)
+    index = {id(op): i for i, op in enumerate(kept)}
+    cache: Cache = set()
+    for done, state in configs:
+        positions = [problem.call_pos[index[id(op)]] for op in done if id(op) in index]
+        if not _fails_from(problem, positions, state, cache, budget):
+            return None
+    window.sort(key=lambda op: op.invoke_index)
+    return window, sorted({s for _, s in configs}, key=repr)
+
+
+def _fails_from(
+    problem: Problem, positions: list[int], state: State, cache: Cache, budget: list[int]
+) -> bool:
+    """True iff the window cannot be linearized with `positions` already taken effect."""
+    lin = 0
+    for pos in positions:
+        lift(problem, pos)
+        lin |= problem.bit[pos]
+    result = _metered(search(problem, state, cache, lin=lin, slice_steps=1000), budget)
+    for pos in reversed(positions):
+        unlift(problem, pos)
+    return result is False
+
+
+def _configs(
+    before: list[Operation], straddle: list[Operation], spec: Model, budget: list[int]
+) -> list[tuple[list[Operation], State]] | None:
+    """Every (straddling ops taken effect, state) the ops invoked before the cut can leave."""
+    straddling = {id(op) for op in straddle}
+    origin: list[Operation] = []  # kept[i] may be a modified copy of origin[i]
+    kept: list[Operation] = []
+    steps: list[Step] = []
+    for op in before:
+        step = spec.compile(op)
+        if step is None:
+            continue
+        origin.append(op)
+        if id(op) in straddling:
+            # Optional before the cut: no return entry, and no read pruning (its placement
+            # before or after the cut matters to the window).
+            op = dataclasses.replace(op, complete_index=None)
+            step = dataclasses.replace(step, pure=False)
+        kept.append(op)
+        steps.append(step)
+    problem = build(kept, steps)
+    found: Cache = set()
+    result = _metered(search(problem, spec.initial, set(), found=found, slice_steps=1000), budget)
+    if result is None or len(found) > MAX_START_CONFIGS:
+        return None
+    out: list[tuple[list[Operation], State]] = []
+    for lin, state in found:
+        done = [op for i, op in enumerate(origin) if lin >> i & 1 and id(op) in straddling]
+        out.append((done, state))  # type: ignore[arg-type]
+    return out
+
+
+def _metered(gen: Search, budget: list[int]) -> bool | None:
+    """Run a search (slices of 1000 steps), charging `budget`; None when it runs out."""
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            result: bool | None = stop.value
+            return result
+        budget[0] -= 1000
+        if budget[0] <= 0:
+            gen.close()
+            return None
+
+
+__all__ = ["SLICE_STEPS", "CheckResult", "check_history", "explain_key", "run"]

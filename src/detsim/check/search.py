@@ -1,0 +1,250 @@
+"""The Wing & Gong / Lowe linearizability search on one key (as in porcupine's checkSingle).
+
+This module owns the search and its data layout; `checker.py` owns splitting, scheduling and
+counterexamples.
+
+Layout. A key's ops become entries sorted by history index: a call entry per op and a return
+entry per op that completed (an open/info op has no return: its window ends at +infinity). The
+entries form a doubly linked list in two int lists (`nxt`, `prv`; position 0 is the head,
+position m+1 the tail). Linearizing an op lifts its call and return out of the list (dancing
+links); backtracking puts them back in reverse order.
+
+Search. Walk from the head over call entries, trying each op in the current state; a legal op
+whose (linearized-set, state) pair is new is linearized, and the walk restarts at the head.
+Reaching a return entry means the op it closes cannot be placed: backtrack. Reaching the tail
+means every op that completed is linearized (open ops may never take effect): success.
+The linearized set is a Python int bitset; the cache is a set of (bitset, state) pairs, each
+one a configuration known to lead nowhere (or on the current path).
+
+Pruning (sound, see `pure`): if an observation that changes nothing (a get, a cas-mismatch)
+is legal at a configuration and linearizing it first leads nowhere, the configuration leads
+nowhere: any successful continuation could be reordered to place that read first (every op
+that must precede it is already linearized, or its return entry would come first in the
+list, and a read leaves the state as it found it). So its siblings are not tried.
+
+Symmetry (sound): two open ops with the same signature (models.Step.sig) have the same effect
+and windows [invoke, +inf) nested in each other, so in any linearization they can be swapped
+to put the earlier-invoked one first. The search therefore only linearizes an open op after
+its earlier twin (`need`): without this, k identical timed-out writes multiply the
+configurations by up to 2^k.
+
+Bounds: the search yields control every `slice_steps` steps (so keys can be interleaved and a
+shared timeout enforced) and gives up (result None) past `max_cache` cached configurations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+from detsim.check.history import Operation
+from detsim.check.models import ILLEGAL, READ, WRITE, State, Step
+
+RETURN: Final = -1  # code of a return entry
+TWIN: Final = 3  # an open op with an earlier open twin (same signature): see "Symmetry"
+SLICE_STEPS: Final = 20_000
+MAX_CACHE: Final = 20_000_000
+
+Cache = set[tuple[int, object]]
+Search = Generator[None, None, bool | None]
+
+
+@dataclass(slots=True)
+class Problem:
+    """One key's ops laid out for the search. Op i has bit 1 << i."""
+
+    ops: list[Operation]
+    code: list[int] = field(default_factory=list)
+    arg: list[object] = field(default_factory=list)
+    fn: list[object] = field(default_factory=list)
+    pure: list[bool] = field(default_factory=list)
+    bit: list[int] = field(default_factory=list)
+    ret: list[int] = field(default_factory=list)  # call entry -> its return entry, or -1
+    opi: list[int] = field(default_factory=list)  # entry -> op number
+    need: list[int] = field(default_factory=list)  # TWIN entry -> bit of its earlier twin
+    nxt: list[int] = field(default_factory=list)
+    prv: list[int] = field(default_factory=list)
+    call_pos: list[int] = field(default_factory=list)  # op number -> call entry
+    finite: int = 0  # ops with a return entry
+
+
+def build(ops: Sequence[Operation], steps: Sequence[Step]) -> Problem:
+    """Lay out ops (with their compiled steps); an op with complete_index None is open."""
+    marks: list[tuple[int, int, int]] = []  # (history index, 0 call / 1 return, op number)
+    for i, op in enumerate(ops):
+        marks.append((op.invoke_index, 0, i))
+        if op.complete_index is not None:
+            marks.append((op.complete_index, 1, i))
+    marks.sort()
+    m = len(marks)
+    p = Problem(list(ops))
+    p.code = [RETURN] * (m + 2)
+    p.arg = [None] * (m + 2)
+    p.fn = [None] * (m + 2)
+    p.pure = [False] * (m + 2)
+    p.bit = [0] * (m + 2)
+    p.ret = [-1] * (m + 2)
+    p.opi = [-1] * (m + 2)
+    p.need = [0] * (m + 2)
+    p.call_pos = [0] * len(ops)
+    twin_of = _twins(ops, steps)
+    for pos, (_, is_ret, i) in enumerate(marks, start=1):
+        p.opi[pos] = i
+        p.bit[pos] = 1 << i
+        if is_ret:
+            p.ret[p.call_pos[i]] = pos
+            continue
+        p.call_pos[i] = pos
+        s = steps[i]
+        p.code[pos], p.arg[pos], p.fn[pos], p.pure[pos] = s.code, s.arg, s.fn, s.pure
+        if twin_of[i] >= 0:
+            p.code[pos], p.need[pos] = TWIN, 1 << twin_of[i]
+            p.fn[pos] = s.fn if s.fn is not None else _constant(s.arg)
+    p.nxt = [*range(1, m + 2), m + 1]
+    p.prv = [0, *range(0, m + 1)]
+    p.finite = sum(1 for op in ops if op.complete_index is not None)
+    return p
+
+
+def _twins(ops: Sequence[Operation], steps: Sequence[Step]) -> list[int]:
+    """For each open op, the op number of its latest earlier-invoked open twin, else -1."""
+    twin_of = [-1] * len(ops)
+    last: dict[object, int] = {}
+    for i in sorted(range(len(ops)), key=lambda i: ops[i].invoke_index):
+        sig = steps[i].sig
+        if ops[i].complete_index is not None or sig is None:
+            continue
+        twin_of[i] = last.get(sig, -1)
+        last[sig] = i
+    return twin_of
+
+
+def _constant(value: State) -> Callable[[State], object]:
+    def step(state: State) -> object:
+        return value
+
+    return step
+
+
+def lift(p: Problem, e: int) -> None:
+    nxt, prv = p.nxt, p.prv
+    a, b = prv[e], nxt[e]
+    nxt[a] = b
+    prv[b] = a
+    r = p.ret[e]
+    if r >= 0:
+        a, b = prv[r], nxt[r]
+        nxt[a] = b
+        prv[b] = a
+
+
+def unlift(p: Problem, e: int) -> None:
+    nxt, prv = p.nxt, p.prv
+    r = p.ret[e]
+    if r >= 0:
+        nxt[prv[r]] = r
+        prv[nxt[r]] = r
+    nxt[prv[e]] = e
+    prv[nxt[e]] = e
+
+
+def search(
+    p: Problem,
+    state: State,
+    cache: Cache,
+    *,
+    lin: int = 0,
+    found: Cache | None = None,
+    slice_steps: int = SLICE_STEPS,
+    max_cache: int = MAX_CACHE,
+) -> Search:
+    """Generator: yields every `slice_steps` steps; returns True / False / None (gave up).
+
+    `lin` marks ops already linearized (their entries must already be lifted by the caller).
+    With `found`, reaching the tail records (lin, state) into it and keeps searching, so the
+    search enumerates every reachable final configuration and returns False at the end.
+    """
+    code, arg, fn, pure, bit, nxt, need = p.code, p.arg, p.fn, p.pure, p.bit, p.nxt, p.need
+    tail = len(nxt) - 1
+    calls: list[tuple[int, State]] = []
+    entry = nxt[0]
+    steps = 0
+    # The loop body is deliberately flat: it is the hot path of every check.
+    while True:
+        steps += 1
+        if steps >= slice_steps:
+            steps = 0
+            if len(cache) > max_cache:
+                _unwind(p, calls)
+                return None
+            yield
+        if entry == tail:
+            if found is None:
+                _unwind(p, calls)
+                return True
+            found.add((lin, state))
+            c = RETURN  # enumerate: treat as a dead end and backtrack
+        else:
+            c = code[entry]
+        if c >= 0:
+            if c == READ:
+                new: object = state if state == arg[entry] else ILLEGAL
+            elif c == WRITE:
+                new = arg[entry]
+            elif c == TWIN and lin & need[entry] == 0:
+                new = ILLEGAL
+            else:
+                new = fn[entry](state)  # type: ignore[operator]
+            if new is not ILLEGAL:
+                nl = lin | bit[entry]
+                key = (nl, new)
+                if key not in cache:
+                    cache.add(key)
+                    calls.append((entry, state))
+                    state = new  # type: ignore[assignment]
+                    lin = nl
+                    lift(p, entry)
+                    entry = nxt[0]
+                    continue
+                if not pure[entry]:
+                    entry = nxt[entry]
+                    continue
+                # A legal read whose result is a known dead end: this configuration is one too.
+            else:
+                entry = nxt[entry]
+                continue
+        # Dead end: backtrack, past every read (see "Pruning" in the header).
+        while True:
+            if not calls:
+                return False
+            entry, state = calls.pop()
+            lin ^= bit[entry]
+            unlift(p, entry)
+            if not pure[entry]:
+                break
+        entry = nxt[entry]
+
+
+def _unwind(p: Problem, calls: list[tuple[int, State]]) -> None:
+    """Put every lifted entry back, so the problem can be searched again."""
+    while calls:
+        entry, _ = calls.pop()
+        unlift(p, entry)
+
+
+def run(gen: Search) -> bool | None:
+    """Drive a search generator to its end."""
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            result: bool | None = stop.value
+            return result
+
+
+def check_ops(
+    ops: Sequence[Operation], steps: Sequence[Step], initial: State, max_cache: int = MAX_CACHE
+) -> bool | None:
+    """Linearizability of one key's ops from `initial`, without interleaving."""
+    return run(search(build(ops, steps), initial, set(), max_cache=max_cache))
