@@ -1,0 +1,157 @@
+"""The real backend of `detsim.fs`: the operating system's files, used outside a simulation.
+
+Rules:
+- Files are unbuffered (`io.FileIO`), as in the simulated backend: a `write` is in the OS page
+  cache when it returns (it survives a process crash), `flush()` has nothing to do, and only
+  `fsync()` makes data durable. So the same code loses the same things in both backends.
+- `write` writes everything or raises (short writes of the OS are retried).
+- A real file used inside a running simulation raises `SimulationError`: nothing reaches the
+  real world from a simulated host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+from types import TracebackType
+from typing import Self
+
+from detsim.sim import runtime
+from detsim.sim.disk import parse_mode
+from detsim.sim.errors import SimulationError
+
+MAX_SHORT_WRITE_RETRIES = 1_000  # a write that makes no progress this often is an error
+
+
+def _no_leak(what: str) -> None:
+    if runtime.active() is not None:
+        raise SimulationError(
+            f"{what} on a real file inside a simulation: open files with detsim.fs on a node"
+        )
+
+
+class RealFile:
+    """An open OS file with `fsync()` / `await fsync_async()` (the file object of detsim.fs)."""
+
+    def __init__(self, path: str, mode: str) -> None:
+        self._mode = parse_mode(mode).canonical
+        self._raw = io.FileIO(path, self._mode.replace("b", ""))
+        self._path = path
+
+    def __repr__(self) -> str:
+        return f"<RealFile {self._path!r} mode={self._mode!r}>"
+
+    @property
+    def name(self) -> str:
+        return self._path
+
+    @property
+    def mode(self) -> str:
+        return self._mode
+
+    @property
+    def closed(self) -> bool:
+        return self._raw.closed
+
+    def readable(self) -> bool:
+        return self._raw.readable()
+
+    def writable(self) -> bool:
+        return self._raw.writable()
+
+    def seekable(self) -> bool:
+        return self._raw.seekable()
+
+    def read(self, size: int = -1, /) -> bytes:
+        _no_leak("read")
+        data = self._raw.read(size)
+        return b"" if data is None else data
+
+    def write(self, data: bytes | bytearray | memoryview, /) -> int:
+        _no_leak("write")
+        view = memoryview(data).cast("B")
+        done = 0
+        for _ in range(MAX_SHORT_WRITE_RETRIES):
+            if done == len(view):
+                return done
+            n = self._raw.write(view[done:])
+            done += n or 0
+        raise OSError(f"{self._path}: write made no progress after {MAX_SHORT_WRITE_RETRIES} tries")
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET, /) -> int:
+        return self._raw.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._raw.tell()
+
+    def truncate(self, size: int | None = None, /) -> int:
+        _no_leak("truncate")
+        return self._raw.truncate(size)
+
+    def flush(self) -> None:
+        self._raw.flush()
+
+    def fsync(self) -> None:
+        _no_leak("fsync")
+        os.fsync(self._raw.fileno())
+
+    async def fsync_async(self) -> None:
+        """`os.fsync` in a worker thread, so the event loop keeps running meanwhile."""
+        _no_leak("fsync_async")
+        await asyncio.to_thread(os.fsync, self._raw.fileno())
+
+    def close(self) -> None:
+        self._raw.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class RealBackend:
+    """The `os` calls behind the module functions of detsim.fs."""
+
+    def open(self, path: str, mode: str) -> RealFile:
+        _no_leak("open")
+        return RealFile(path, mode)
+
+    def rename(self, src: str, dst: str) -> None:
+        _no_leak("rename")
+        os.replace(src, dst)
+
+    def remove(self, path: str) -> None:
+        _no_leak("remove")
+        os.remove(path)
+
+    def exists(self, path: str) -> bool:
+        return os.path.exists(path)
+
+    def listdir(self, path: str) -> list[str]:
+        return sorted(os.listdir(path))
+
+    def makedirs(self, path: str, exist_ok: bool = False) -> None:
+        _no_leak("makedirs")
+        os.makedirs(path, exist_ok=exist_ok)
+
+    def getsize(self, path: str) -> int:
+        return os.path.getsize(path)
+
+    def fsync_dir(self, path: str) -> None:
+        """Make the directory's entries durable: fsync of the directory opened read-only."""
+        _no_leak("fsync_dir")
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+REAL = RealBackend()
