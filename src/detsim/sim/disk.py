@@ -63,8 +63,7 @@ node raises `SimulationError`.
 Trace events (`record(kind, **fields)`, small JSON values; paths are the last name an inode was
 opened or renamed by): `disk.fsync`, `disk.fsync_dir`, `disk.writeback`, `disk.crash_file`
 (outcome kept / lost / torn, size_bytes after, unsynced_bytes, kept_bytes), `disk.crash_name`
-(op, outcome kept / undone), `disk.eio`, `disk.enospc`, `disk.corrupt` (offset, bit),
-`disk.config`.
+(op, outcome kept / undone), `disk.eio`, `disk.enospc`, `disk.corrupt` (offset, bit).
 
 Paths: "/"-separated, relative paths are relative to "/", "." and ".." resolve lexically and a
 ".." above the root raises `SimulationError`. Errors mirror the os ones (FileNotFoundError,
@@ -272,8 +271,7 @@ class SimDisk:
 
     def set_config(self, config: DiskConfig) -> None:
         """Switch this disk's faults from now on (`sim.set_disk(node, DiskConfig(...))`)."""
-        self._config = config
-        self._record("disk.config", **config.as_dict())
+        self._config = config  # the simulator records the change (`set_disk` event)
 
     @property
     def used_bytes(self) -> int:
