@@ -117,14 +117,18 @@ class Recorder:
         return await self._call("delete", key, None, lambda: self.client.delete(key), _int)
 
     async def incr(self, key: str) -> Event:
-        return await self._call("incr", key, None, lambda: self.client.incr(key), _int)
+        # Not client.incr: redis-py sends INCRBY for it.
+        return await self._call("incr", key, None, lambda: self._command("INCR", key), _int)
 
     async def cas(self, key: str, expected: str | int, new: str | int) -> Event:
         def send() -> Awaitable[object]:
-            command = self.client.execute_command  # redis-py leaves it untyped
-            return command("CAS", key, expected, new)  # type: ignore[no-untyped-call]
+            return self._command("CAS", key, expected, new)
 
         return await self._call("cas", key, [expected, new], send, _none, cas=True)
+
+    def _command(self, *args: str | int) -> Awaitable[object]:
+        command = self.client.execute_command  # redis-py leaves it untyped
+        return command(*args)  # type: ignore[no-untyped-call]
 
     async def _call(
         self,
