@@ -2,7 +2,9 @@
 
 Format (little-endian):
     file header   magic b"DSIMREC\\n" (8) | version u32 | crc32c(magic + version) u32
-    record        length u32 | crc32c(length bytes + payload) u32 | payload (length bytes)
+    record        length u32 | crc32c(payload) u32 | crc32c(the 8 bytes before) u32 | payload
+The record header has its own checksum, so a header is told from garbage in 12 bytes, before its
+length is trusted (the search for valid records after a bad one stays cheap).
 
 Rules:
 - A record is durable after `sync()` / `await sync_async()`; append many, sync once.
@@ -26,7 +28,9 @@ Rules:
 - After a write or fsync error the file refuses further work (`OSError(EIO)`): its state on
   disk is unknown; reopen it to recover.
 - Bounds: `MAX_PAYLOAD_BYTES` a record, `MAX_FILE_BYTES` a file (open reads it whole: segment
-  longer logs), `MAX_WRITE_BYTES` one write call.
+  longer logs), `MAX_WRITE_BYTES` one write call. The search after a bad record is linear in
+  the tail: ~0.03 s a MiB of random or zero bytes, ~0.5 s a MiB at worst (a zero every other
+  byte), measured on the dev container.
 """
 
 from __future__ import annotations
@@ -37,8 +41,8 @@ import dataclasses
 import errno
 import logging
 import os
+import re
 import struct
-import sys
 from collections.abc import Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import Self
@@ -52,13 +56,18 @@ from detsim.sim import trace
 MAGIC = b"DSIMREC\n"
 VERSION = 1
 FILE_HEADER = struct.Struct("<8sII")  # magic, version, crc32c(magic + version)
-RECORD_HEADER = struct.Struct("<II")  # payload length, crc32c(length bytes + payload)
+RECORD_HEADER = struct.Struct("<III")  # payload length, crc32c(payload), crc32c(first 8 bytes)
 HEADER_BYTES = FILE_HEADER.size  # the offset of the first record
 MAX_PAYLOAD_BYTES = 10 * 1024 * 1024
 MAX_RECORD_BYTES = RECORD_HEADER.size + MAX_PAYLOAD_BYTES
 MAX_FILE_BYTES = 1 << 30
 MAX_WRITE_BYTES = 16 << 20  # appends are written in calls of at most this many bytes
 MAX_READ_ATTEMPTS = 3  # reads of a region whose checksum fails, before it counts
+
+# The search for a valid record after a bad one only stops where a length's high byte is zero.
+assert MAX_PAYLOAD_BYTES < 1 << 24
+_ZERO_RECORD_HEADER = bytes(RECORD_HEADER.size)  # never valid: its header checksum is not 0
+_NONZERO = re.compile(rb"[^\x00]")
 
 _log = logging.getLogger(__name__)
 
@@ -100,8 +109,9 @@ def _header() -> bytes:
     return FILE_HEADER.pack(MAGIC, VERSION, crc32c.crc32c(MAGIC + version))
 
 
-def _record_crc(length: int, payload: bytes | memoryview) -> int:
-    return crc32c.crc32c(payload, crc32c.crc32c(struct.pack("<I", length)))
+def _record_header(length: int, payload_crc: int) -> bytes:
+    head = struct.pack("<II", length, payload_crc)
+    return head + struct.pack("<I", crc32c.crc32c(head))
 
 
 def encode(payload: bytes) -> bytes:
@@ -110,7 +120,7 @@ def encode(payload: bytes) -> bytes:
         raise RecordTooLargeError(
             f"record payload of {len(payload)} bytes is over MAX_PAYLOAD_BYTES={MAX_PAYLOAD_BYTES}"
         )
-    return RECORD_HEADER.pack(len(payload), _record_crc(len(payload), payload)) + payload
+    return _record_header(len(payload), crc32c.crc32c(payload)) + payload
 
 
 # ----------------------------------------------------------------------------------------------
@@ -140,36 +150,41 @@ def _record_end(data: bytes | memoryview, pos: int) -> int | str:
     if pos + RECORD_HEADER.size > len(data):
         return "incomplete record header"
     length: int
-    crc: int
-    length, crc = RECORD_HEADER.unpack_from(data, pos)
+    payload_crc: int
+    header_crc: int
+    length, payload_crc, header_crc = RECORD_HEADER.unpack_from(data, pos)
+    if crc32c.crc32c(memoryview(data)[pos : pos + 8]) != header_crc:
+        return "record header checksum mismatch"
     if length > MAX_PAYLOAD_BYTES:
         return f"length {length} over MAX_PAYLOAD_BYTES"
     end = pos + RECORD_HEADER.size + length
     if end > len(data):
         return f"length {length} points past the end of the file"
-    if _record_crc(length, memoryview(data)[pos + RECORD_HEADER.size : end]) != crc:
-        return "checksum mismatch"
+    if crc32c.crc32c(memoryview(data)[pos + RECORD_HEADER.size : end]) != payload_crc:
+        return "payload checksum mismatch"
     return end
 
 
 def _valid_record_after(data: bytes, start: int) -> int | None:
-    """The first offset >= start holding a valid record, or None. Reads the lengths at every
-    byte offset in C (four aligned u32 arrays) so a long torn tail costs little."""
+    """The first offset >= start holding a valid record, or None. Candidates are found in C:
+    only offsets whose length has a zero high byte (`find`), skipping runs of zeros (`re`), and
+    each is rejected by its 12-byte header checksum before any payload is read."""
     last = len(data) - RECORD_HEADER.size  # the last offset where a record header fits
-    candidates: list[int] = []
-    for align in range(4):
-        first = start + align
-        count = (last - first) // 4 + 1 if last >= first else 0
-        if count <= 0:
+    pos = start
+    while pos <= last:  # pos strictly increases: at most len(data) rounds
+        high = data.find(b"\x00", pos + 3, last + 4)
+        if high < 0:
+            return None
+        pos = high - 3
+        if data[pos : pos + RECORD_HEADER.size] == _ZERO_RECORD_HEADER:
+            nonzero = _NONZERO.search(data, pos)
+            if nonzero is None:
+                return None
+            pos = max(pos + 1, nonzero.start() - RECORD_HEADER.size + 1)
             continue
-        lengths = array.array("I", data[first : first + 4 * count])
-        if sys.byteorder != "little":
-            lengths.byteswap()
-        room = last - start  # no candidate can hold a longer payload than this
-        candidates += [first + 4 * i for i, n in enumerate(lengths) if n <= room]
-    for pos in sorted(candidates):
         if isinstance(_record_end(data, pos), int):
             return pos
+        pos += 1
     return None
 
 
