@@ -101,8 +101,13 @@ def check_history(
     events: Iterable[Event] | Iterable[Operation],
     model: str = "kv",
     timeout: float | None = None,
+    *,
+    explain: bool = True,
 ) -> CheckResult:
-    """Check a history (events, or already paired operations) against a model."""
+    """Check a history (events, or already paired operations) against a model.
+
+    `explain=False` skips the counterexample (failing op, window) of a violation.
+    """
     started = time.perf_counter()
     spec = get_model(model)
     items = list(events)
@@ -111,6 +116,8 @@ def check_history(
     deadline = None if timeout is None else started + timeout
     verdict, bad_key, undecided = _schedule(by_key, spec, deadline)
     base = {"model": spec.name, "ops": len(ops), "keys": len(by_key)}
+    if verdict is False and not explain:
+        return CheckResult(False, seconds=time.perf_counter() - started, key=bad_key, **base)  # type: ignore[arg-type]
     if verdict is False:
         key_ops = tuple(op for op, _ in by_key[bad_key])
         details = explain_key(list(key_ops), spec)

@@ -1,0 +1,174 @@
+"""Benchmark of the linearizability checker (detsim.check).
+
+Runs, in one process: porcupine's whole corpus (102 Jepsen etcd logs and 6 kv histories from
+../shared/histories/porcupine), each file checked RUNS times, reporting the median per file and
+in total; then a generated history of 100,000 ops over 1,000 keys from a realistic workload
+(50 clients, random linearization points, 1% NOLEADER fails, 1% timeouts), parse and check.
+Parsing is not timed for the corpus (porcupine's benchmarks parse before the timer too).
+
+    .venv/bin/python benchmarks/bench_check.py [--runs 5] [--per-file]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import platform
+import random
+import statistics
+import time
+from pathlib import Path
+
+from detsim.check import Event, check_history, load, read_history, write_history
+
+CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "histories" / "porcupine"
+PORCUPINE_ETCD_S = 0.5
+PORCUPINE_KV_S = 4.0
+
+
+def corpus_files() -> list[tuple[str, bool]]:
+    rows = (CORPUS / "EXPECTED.tsv").read_text().splitlines()[1:]
+    out = []
+    for row in rows:
+        name, verdict = row.split("\t")[:2]
+        if verdict in ("true", "false"):
+            out.append((name, verdict == "true"))
+    return out
+
+
+def bench_corpus(runs: int, explain: bool, per_file: bool) -> dict[str, float]:
+    medians: dict[str, float] = {}
+    for name, expected in corpus_files():
+        loaded = load(CORPUS / name)
+        times = []
+        for _ in range(runs):
+            started = time.perf_counter()
+            result = check_history(loaded.ops, model=loaded.model, explain=explain)
+            times.append(time.perf_counter() - started)
+            assert result.linearizable is expected, name
+        medians[name] = statistics.median(times)
+        if per_file:
+            print(f"  {name:24s} {medians[name] * 1000:8.2f} ms  ({len(loaded.ops)} ops)")
+    return medians
+
+
+def realistic_history(n_ops: int, n_keys: int, clients: int, seed: int) -> list[Event]:
+    """Clients with overlapping calls on a kv store; each op takes effect at a random point."""
+    rng = random.Random(seed)
+    store: dict[str, str] = {}
+    events: list[Event] = []
+    pending: dict[int, list[object]] = {}  # process -> [f, key, value, phase, output]
+    next_process, started = clients, 0
+    idle = list(range(clients))
+
+    def emit(p: int, etype: str, f: str, key: str, value: object, error: str | None) -> None:
+        events.append(Event(len(events), len(events), p, etype, f, key, value, error))
+
+    while started < n_ops or pending:
+        if idle and started < n_ops and rng.random() < 0.5:
+            p = idle.pop(rng.randrange(len(idle)))
+            f = rng.choices(["get", "put", "append", "cas", "incr"], [50, 20, 15, 10, 5])[0]
+            key = f"k{rng.randrange(n_keys)}"
+            value: object = None
+            if f in ("put", "append"):
+                value = str(rng.randrange(100))
+            elif f == "cas":
+                value = [
+                    store.get(key, "0") if rng.random() < 0.7 else "x",
+                    str(rng.randrange(100)),
+                ]
+            emit(p, "invoke", f, key, value, None)
+            pending[p] = [f, key, value, "invoked", None]
+            started += 1
+            continue
+        if not pending:
+            continue
+        p = rng.choice(list(pending))
+        f, key, value, phase, out = pending[p]
+        if phase == "invoked":
+            roll = rng.random()
+            if roll < 0.01:
+                emit(p, "fail", f, key, None, "NOLEADER")  # type: ignore[arg-type]
+                del pending[p]
+                idle.append(p)
+                continue
+            pending[p][3:] = _apply(store, f, key, value)  # type: ignore[arg-type]
+            continue
+        del pending[p]
+        if rng.random() < 0.01:
+            emit(p, "info", f, key, None, "timeout")  # type: ignore[arg-type]
+            idle.append(next_process)  # a fresh process takes the slot
+            next_process += 1
+        elif phase == "refused":
+            emit(p, "fail", f, key, None, "ERR value is not an integer")  # type: ignore[arg-type]
+            idle.append(p)
+        elif phase == "mismatch":
+            emit(p, "fail", f, key, None, "cas-mismatch")  # type: ignore[arg-type]
+            idle.append(p)
+        else:
+            emit(p, "ok", f, key, out, None)  # type: ignore[arg-type]
+            idle.append(p)
+    return events
+
+
+def _apply(store: dict[str, str], f: str, key: str, value: object) -> list[object]:
+    cur = store.get(key)
+    if f == "get":
+        return ["applied", cur]
+    if f == "put":
+        store[key] = str(value)
+    elif f == "append":
+        store[key] = str(value) if cur is None else cur + str(value)
+        return ["applied", len(store[key].encode())]
+    elif f == "incr":
+        if cur is not None and not (cur.isdigit() and str(int(cur)) == cur):
+            return ["refused", None]  # the store replies -ERR: not applied
+        store[key] = str(int(cur or "0") + 1)
+        return ["applied", int(store[key])]
+    elif f == "cas":
+        expected, new = value  # type: ignore[misc]
+        if cur != expected:
+            return ["mismatch", None]
+        store[key] = new
+    return ["applied", None]
+
+
+def bench_generated(runs: int) -> tuple[float, float, int]:
+    events = realistic_history(100_000, 1_000, clients=50, seed=1)
+    buf = io.StringIO()
+    write_history(events, buf)
+    text = buf.getvalue()
+    parse, check = [], []
+    for _ in range(runs):
+        started = time.perf_counter()
+        parsed = read_history(io.StringIO(text))
+        parse.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        result = check_history(parsed)
+        check.append(time.perf_counter() - started)
+        assert result.linearizable is True, result.explain()
+    return statistics.median(parse), statistics.median(check), result.ops
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--per-file", action="store_true")
+    args = parser.parse_args()
+    print(f"python {platform.python_version()} on {platform.machine()}, {args.runs} runs each")
+    for explain in (False, True):
+        label = "verdict + counterexample" if explain else "verdict only"
+        medians = bench_corpus(args.runs, explain, args.per_file and not explain)
+        etcd = sum(t for n, t in medians.items() if n.startswith("jepsen/"))
+        kv = sum(t for n, t in medians.items() if n.startswith("kv/"))
+        slowest = max(medians, key=lambda n: medians[n])
+        print(f"corpus, {label}: etcd 102 logs {etcd:.3f} s (porcupine {PORCUPINE_ETCD_S} s, "
+              f"x{etcd / PORCUPINE_ETCD_S:.2f}); kv 6 histories {kv:.3f} s "
+              f"(porcupine {PORCUPINE_KV_S} s, x{kv / PORCUPINE_KV_S:.2f}); "
+              f"slowest {slowest} {medians[slowest] * 1000:.1f} ms")  # fmt: skip
+    parse_s, check_s, ops = bench_generated(args.runs)
+    print(f"generated: {ops} ops on 1000 keys: read {parse_s:.3f} s, check {check_s:.3f} s")
+
+
+if __name__ == "__main__":
+    main()
