@@ -1,0 +1,52 @@
+"""`detsim replay ARTIFACT.json [--html OUT.html]`: rerun a recorded run, compare trace hashes.
+
+Contract: exit 0 when the rerun has the artifact's trace hash (the failure is printed again),
+1 when it does not (nondeterminism: both hashes are printed), 2 when the artifact cannot be
+replayed (unreadable, not an artifact, unknown scenario or replay kind). `--html OUT` writes
+the artifact's timeline (detsim.campaign.timeline), whatever the verdict. The rerun happens in
+a fresh worker process with the campaign's PYTHONHASHSEED. The lead registers `command`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from detsim.campaign import pool, timeline
+from detsim.campaign import replay as replay_mod
+
+EXIT_SAME, EXIT_DIVERGED, EXIT_UNREADABLE = 0, 1, 2
+
+
+@click.command("replay")
+@click.argument("artifact_path", metavar="ARTIFACT.json", type=click.Path(dir_okay=False))
+@click.option("--html", "html_out", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Write the run's timeline (one lane per node, faults in red) here.")  # fmt: skip
+def command(artifact_path: str, html_out: str | None) -> None:
+    """Rerun the run recorded in ARTIFACT.json and check it is the same run."""
+    ctx = click.get_current_context()
+    try:
+        data = replay_mod.load(artifact_path)
+        task = replay_mod.task_for(data, artifact_path)
+    except replay_mod.ReplayError as exc:
+        click.echo(f"error: {exc}", err=True)
+        ctx.exit(EXIT_UNREADABLE)
+    if html_out:
+        Path(html_out).write_text(timeline.render(data), encoding="utf-8")
+        click.echo(f"timeline written to {html_out}")
+    click.echo(f"replaying {task.scenario} seed {task.seed} ...")
+    result = pool.run_in_worker(task)
+    expected = str(data["trace_hash"])
+    if result.trace_hash != expected:
+        click.echo(
+            f"NONDETERMINISM: the artifact's trace hash is {expected}, the replay's is "
+            f"{result.trace_hash} (check with detsim.check_determinism for the first "
+            "divergent event)"
+        )
+        ctx.exit(EXIT_DIVERGED)
+    click.echo(f"same trace hash {expected}: the run reproduces")
+    click.echo(f"status: {'passed' if result.passed else 'failed'}")
+    if result.failure:
+        click.echo(result.failure)
+    ctx.exit(EXIT_SAME)
