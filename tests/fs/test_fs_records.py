@@ -66,12 +66,33 @@ def test_missing_file_without_create(tmp_path: Path) -> None:
         RecordFile.open(tmp_path / "nope", create=False)
 
 
-def test_every_truncation_point_recovers(tmp_path: Path) -> None:
-    data, offsets = make_file(tmp_path / "full")
+def put(path: str, data: bytes) -> None:
+    with fs.open(path, "wb") as f:
+        f.write(data)
+
+
+def get(path: str) -> bytes:
+    with fs.open(path, "rb") as f:
+        return f.read()
+
+
+def make_sim_file(payloads: list[bytes] = PAYLOADS) -> tuple[bytes, list[int]]:
+    with RecordFile.open("/full") as rf:
+        offsets = rf.append_many(payloads)
+        rf.sync()
+    return get("/full"), offsets
+
+
+# The bulk tests below run on a SimDisk (`sim_disk` fixture): the same code as on real files
+# (test_round_trip and others use tmp_path), without thousands of real fsyncs.
+
+
+def test_every_truncation_point_recovers(sim_disk: Any) -> None:
+    data, offsets = make_sim_file()
     ends = [*offsets[1:], len(data)]
-    path = tmp_path / "cut"
+    path = "/cut"
     for cut in range(len(data)):
-        path.write_bytes(data[:cut])
+        put(path, data[:cut])
         with RecordFile.open(path) as rf:
             if cut < HEADER_BYTES:
                 assert rf.recovery.created and len(rf.recovered) == 0
@@ -83,42 +104,42 @@ def test_every_truncation_point_recovers(tmp_path: Path) -> None:
                 torn = cut - valid_end
                 assert rf.recovery.torn_bytes == torn
                 assert rf.recovery.torn_offset == (valid_end if torn else None)
-            assert path.stat().st_size == rf.end_offset  # truncated on disk
+            assert fs.getsize(path) == rf.end_offset  # truncated on disk
             rf.append(b"after")
             rf.sync()
         with RecordFile.open(path) as rf:
             assert rf.recovered[-1].payload == b"after" and rf.recovery.torn_bytes == 0
 
 
-def test_random_garbage_tails_are_truncated(tmp_path: Path) -> None:
-    data, _ = make_file(tmp_path / "full")
+def test_random_garbage_tails_are_truncated(sim_disk: Any) -> None:
+    data, _ = make_sim_file()
     rng = random.Random(1)
-    path = tmp_path / "log"
+    path = "/log"
     for _ in range(300):
         garbage = rng.randbytes(rng.randrange(1, 64))
         if rng.random() < 0.2:
             garbage = bytes(len(garbage))  # zero-filled, as after some crashes
-        path.write_bytes(data + garbage)
+        put(path, data + garbage)
         with RecordFile.open(path) as rf:
             assert [r.payload for r in rf.recovered] == PAYLOADS
             assert rf.recovery.torn_bytes == len(garbage)
-        assert path.read_bytes() == data
+        assert get(path) == data
 
 
-def test_every_byte_of_a_middle_record_corrupted_is_reported(tmp_path: Path) -> None:
-    data, offsets = make_file(tmp_path / "full")
+def test_every_byte_of_a_middle_record_corrupted_is_reported(sim_disk: Any) -> None:
+    data, offsets = make_sim_file()
     middle = 2
     start, end = offsets[middle], offsets[middle + 1]
-    path = tmp_path / "log"
+    path = "/log"
     for pos in range(start, end):
         for flip in (0x01, 0x80, 0xFF):
             damaged = bytearray(data)
             damaged[pos] ^= flip
-            path.write_bytes(bytes(damaged))
+            put(path, bytes(damaged))
             with pytest.raises(CorruptRecordError) as err:
                 RecordFile.open(path)
-            assert err.value.offset == start and err.value.path == str(path)
-            assert path.read_bytes() == bytes(damaged)  # nothing dropped
+            assert err.value.offset == start and err.value.path == path
+            assert get(path) == bytes(damaged)  # nothing dropped
 
 
 def test_a_record_followed_by_garbage_and_a_valid_record_is_corruption(tmp_path: Path) -> None:
