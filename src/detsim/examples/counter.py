@@ -41,11 +41,11 @@ MAX_BACKGROUND_TASKS = 1_024  # replications still running after the reply was s
 MAX_RECOVERY_ATTEMPTS = 100_000  # rounds of asking peers for STATE before giving up
 OP_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
-CONNECT_TIMEOUT_S = 1.0
-PEER_TIMEOUT_S = 1.0  # one STORE or STATE exchange with a peer
-QUORUM_TIMEOUT_S = 2.0  # INCR waits this long for a majority before answering ERR
+CONNECT_TIMEOUT_S = 2.0
+PEER_TIMEOUT_S = 2.0  # one STORE or STATE exchange with a peer, once connected
+QUORUM_TIMEOUT_S = 3.0  # INCR waits this long for a majority before answering ERR
 RECOVERY_RETRY_S = 0.5
-CLIENT_TIMEOUT_S = 3.0
+CLIENT_TIMEOUT_S = 8.0  # > connect + quorum + a round trip on the slowest link
 CLOSE_TIMEOUT_S = 1.0
 
 
@@ -58,24 +58,30 @@ class PeerLink:
         self._conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
 
     async def request(self, line: str, timeout_s: float = PEER_TIMEOUT_S) -> str | None:
-        """The peer's reply line, or None when it could not be had in time."""
+        """The peer's reply line, or None when it could not be had in time.
+
+        The deadline is `timeout_s` plus CONNECT_TIMEOUT_S for a (re)connect: on a slow link, a
+        deadline without room for the handshake drops every new connection before its reply.
+        """
         try:
-            return await asyncio.wait_for(self._locked_exchange(line), timeout_s)
+            return await asyncio.wait_for(self._locked(line), CONNECT_TIMEOUT_S + timeout_s)
         except (TimeoutError, OSError, EOFError, ValueError):
             return None
 
-    async def _locked_exchange(self, line: str) -> str:
+    async def _locked(self, line: str) -> str:
         async with self._lock:
             try:
-                return await self._exchange(line)
+                if self._conn is None:
+                    self._conn = await asyncio.open_connection(*self.address, limit=MAX_LINE_BYTES)
+                return await self._exchange(self._conn, line)
             except BaseException:
                 self.close()  # a reply may still be in flight: never reuse this stream
                 raise
 
-    async def _exchange(self, line: str) -> str:
-        if self._conn is None:
-            self._conn = await asyncio.open_connection(*self.address, limit=MAX_LINE_BYTES)
-        reader, writer = self._conn
+    async def _exchange(
+        self, conn: tuple[asyncio.StreamReader, asyncio.StreamWriter], line: str
+    ) -> str:
+        reader, writer = conn
         writer.write(line.encode() + b"\n")
         await writer.drain()
         reply = await reader.readline()
