@@ -78,3 +78,20 @@ def test_worker_refuses_a_random_hash_seed(monkeypatch: pytest.MonkeyPatch) -> N
 def test_a_failed_verdict_must_say_why() -> None:
     with pytest.raises(ValueError, match="must say why"):
         Verdict(ok=False, operations=0)
+
+
+def test_an_exception_out_of_a_run_is_a_failure_with_an_artifact(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Workers inherit the environment, so they load the extra scenario module too.
+    monkeypatch.setenv("DETSIM_SCENARIO_MODULES", "campaign_broken_scenarios")
+    monkeypatch.setattr(registry, "_scenarios", None)  # reload in this process as well
+    report = run_campaign(["broken_assert", "broken_deadlock"], [7], jobs=2,
+                          artifacts_dir=str(tmp_path))  # fmt: skip
+    by_name = {r.scenario: r for r in report.results}
+    asserted, deadlocked = by_name["broken_assert"], by_name["broken_deadlock"]
+    assert asserted.summary == "AssertionError: the checker's own invariant broke"
+    assert "Traceback" in (asserted.failure or "") and asserted.virtual_s == 1.5
+    assert deadlocked.summary.startswith("Deadlock: seed 7")
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["broken_assert-seed7.json", "broken_deadlock-seed7.json"]
