@@ -1,11 +1,21 @@
-"""The `detsim` command line (see ../shared/DESIGN.md, CLI)."""
+"""The `detsim` command line (see ../shared/DESIGN.md, CLI).
+
+Each command lives in its own module of this package and exposes `command`; this module only
+assembles the group.
+"""
 
 from __future__ import annotations
 
 import click
+
+from detsim.cli import check, replay, scenarios, sim
 
 
 @click.group()
 @click.version_option(package_name="detsim")
 def main() -> None:
     """Deterministic simulation testing for asyncio."""
+
+
+for _module in (check, sim, replay, scenarios):
+    main.add_command(_module.command)

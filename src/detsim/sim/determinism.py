@@ -98,10 +98,11 @@ def _run_in_child(build: Build, seed: int, sim_kwargs: dict[str, Any], hash_seed
             f"file, got {build.__qualname__} in {build.__module__}"
         )
     spec = {"module": build.__module__, "path": path, "qualname": build.__qualname__,
-            "seed": seed, "kwargs": base64.b64encode(pickle.dumps(sim_kwargs)).decode()}  # fmt: skip
+            "seed": seed, "kwargs": base64.b64encode(pickle.dumps(sim_kwargs)).decode(),
+            "sys_path": sys.path}  # fmt: skip
     env = {**os.environ, "PYTHONHASHSEED": hash_seed}
     proc = subprocess.run(
-        [sys.executable, "-m", "detsim.sim.determinism"],
+        [sys.executable, "-c", "from detsim.sim.determinism import _child_main; _child_main()"],
         input=json.dumps(spec), capture_output=True, text=True, env=env, timeout=CHILD_TIMEOUT_S,
     )  # fmt: skip
     if proc.returncode != 0:
@@ -112,6 +113,7 @@ def _run_in_child(build: Build, seed: int, sim_kwargs: dict[str, Any], hash_seed
 
 def _child_main() -> None:
     spec = json.loads(sys.stdin.read())
+    sys.path[:0] = [p for p in spec["sys_path"] if p not in sys.path]
     mod_spec = importlib.util.spec_from_file_location(spec["module"], spec["path"])
     assert mod_spec is not None and mod_spec.loader is not None
     module = importlib.util.module_from_spec(mod_spec)
@@ -125,6 +127,3 @@ def _child_main() -> None:
     print(json.dumps({"trace_hash": record.trace_hash, "events": record.events,
                       "outcome": record.outcome}))  # fmt: skip
 
-
-if __name__ == "__main__":
-    _child_main()

@@ -234,14 +234,19 @@ class SimLoop(asyncio.BaseEventLoop):
 
     # --- running ---------------------------------------------------------------------------
 
-    def run_forever(self) -> None:
-        if runtime.active() is not None:
-            raise SimulationError("a simulation is already running in this thread")
+    def _check_running(self) -> None:
+        if self.is_running():
+            raise RuntimeError("This event loop is already running")
         if events._get_running_loop() is not None:
             raise SimulationError(
                 "a simulation cannot run inside another running event loop (for example inside "
                 "an `async def` test of pytest-asyncio): call it from synchronous code"
             )
+
+    def run_forever(self) -> None:
+        self._check_running()
+        if runtime.active() is not None:
+            raise SimulationError("a simulation is already running in this thread")
         with self.world_entered():
             super().run_forever()
 

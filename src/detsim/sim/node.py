@@ -46,6 +46,7 @@ class Boot:
         "endpoints",
         "index",
         "label",
+        "main_task",
         "node",
         "node_clock",
         "paused",
@@ -64,6 +65,7 @@ class Boot:
         self.deferred: collections.deque[Handle] = collections.deque()
         self.tasks: weakref.WeakValueDictionary[int, Task[Any]] = weakref.WeakValueDictionary()
         self.task_seq = 0
+        self.main_task: Task[Any] | None = None  # init: held strongly, like a process's main
         self.spawned: list[Future[Any]] = []  # supervisor-side futures to fail with NodeDown
         self.endpoints: dict[int, Any] = {}  # open sockets of this boot, by id (net owns them)
         self.context = contextvars.Context()

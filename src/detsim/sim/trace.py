@@ -58,8 +58,10 @@ class Trace:
         self._unhashed.clear()
 
     def hexdigest(self) -> str:
-        self._flush()
+        """The hash so far. Reading it changes nothing: chunking never depends on reads."""
         d = self._digest.copy()
+        if self._unhashed:
+            d.update(repr(self._unhashed).encode())
         d.update(repr(self.decision).encode())
         return d.hexdigest()
 

@@ -159,6 +159,7 @@ class Simulation:
         if not asyncio.iscoroutine(coro):
             raise SimulationError(f"init of {node.name} must be an async function (got {coro!r})")
         task = self.loop.create_task(coro, name=f"{node.name}:init", context=ctx)
+        boot.main_task = task
         task.add_done_callback(lambda t: self._init_done(node, t))
 
     def _init_done(self, node: Node, task: asyncio.Task[Any]) -> None:

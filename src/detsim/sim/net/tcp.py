@@ -261,7 +261,7 @@ class TcpStack:
             self.loop.kernel_at(retry_at, self._syn, ep, waiter, deadline)
 
     def _refused(self, ep: Endpoint, waiter: asyncio.Future[Endpoint]) -> None:
-        if not waiter.done():
+        if not waiter.done() and ep.boot.alive:  # a dead boot's connect has no one to tell
             ip, port = ep.peer_addr
             waiter.set_exception(ConnectionRefusedError(
                 errno.ECONNREFUSED, f"Connect call failed ({ip!r}, {port})"))  # fmt: skip
@@ -278,7 +278,7 @@ class TcpStack:
         waiter.set_result(ep)
 
     def _connect_timeout(self, ep: Endpoint, waiter: asyncio.Future[Endpoint]) -> None:
-        if not waiter.done():
+        if not waiter.done() and ep.boot.alive:
             ip, port = ep.peer_addr
             self.loop.record_for(ep.node.name, "connect_timeout", dst=f"{ip}:{port}")
             waiter.set_exception(TimeoutError(
@@ -436,13 +436,17 @@ class TcpStack:
     def _rst_arrives(self, ep: Endpoint) -> None:
         self._lose(ep, ConnectionResetError(errno.ECONNRESET, "Connection reset by peer"))
 
-    def _lose(self, ep: Endpoint, exc: Exception | None) -> None:
-        """End `ep` with `connection_lost(exc)` (once), dropping what was in flight to it."""
+    def _lose(self, ep: Endpoint, exc: Exception | None, graceful: bool = False) -> None:
+        """End `ep` with `connection_lost(exc)` (once).
+
+        A graceful close keeps what `ep` already sent (data, then FIN, still travel); an abrupt
+        end drops it.
+        """
         if ep.closed:
             return
         ep.closed = True
         ep.boot.endpoints.pop(ep.serial, None)
-        if ep.out is not None:
+        if ep.out is not None and not graceful:
             ep.out.queue.clear()
             self.net.release(ep.out.serial)
         self.loop.record_for(ep.node.name, "reset" if exc else "closed", conn=ep.serial)
@@ -482,7 +486,7 @@ class TcpStack:
         if not ep.eof_sent:
             ep.eof_sent = True
             self.send(ep, FIN)
-        self._lose(ep, None)
+        self._lose(ep, None, graceful=True)
 
     def abort_endpoint(self, ep: Endpoint) -> None:
         if ep.closed:

@@ -1,0 +1,127 @@
+"""Determinism is a tested property: same seed, same run — across processes and hash seeds."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+
+import echo_app
+import pytest
+
+import detsim
+from detsim import NetConfig, Simulation
+
+_REAL_PERF_COUNTER = time.perf_counter  # captured before any simulation patches it
+
+
+def cluster(sim: Simulation):
+    """Three servers, three clients, faults and entropy: a busy world."""
+    for i in range(3):
+        sim.add_node(f"s{i}", ip=f"10.0.0.{i + 1}", init=lambda: echo_app.serve("0.0.0.0", 7000))
+    clients = [sim.add_node(f"c{i}", ip=f"10.0.1.{i + 1}") for i in range(3)]
+
+    async def client(i):
+        out = []
+        for j in range(5):
+            target = f"s{random.randrange(3)}"
+            try:
+                out += await echo_app.call(target, 7000, [f"c{i}-{j}"])
+            except (ConnectionError, TimeoutError) as exc:
+                out.append(type(exc).__name__)
+            await asyncio.sleep(random.random())
+        return out
+
+    async def main():
+        tasks = [c.spawn(client(i)) for i, c in enumerate(clients)]
+        await asyncio.sleep(0.5)
+        sim.net.partition(["s0"], ["c0", "c1"])
+        sim.kill("s1")
+        await asyncio.sleep(2)
+        sim.net.heal()
+        sim.restart("s1")
+        return [await t for t in tasks]
+
+    return main()
+
+
+def hash_seed_dependent(sim: Simulation):
+    """Iterates a set of strings: its order depends on PYTHONHASHSEED."""
+    n1 = sim.add_node("n1", ip="10.0.0.1")
+
+    async def work():
+        for name in {"alpha", "beta", "gamma", "delta", "epsilon", "zeta"}:
+            await asyncio.sleep(len(name) / 10 + 0.01 * ord(name[1]))
+            detsim.trace.event("visited", name=name)
+
+    async def main():
+        await n1.spawn(work())
+
+    return main()
+
+
+def reads_real_time(sim: Simulation):
+    async def main():
+        await asyncio.sleep((_REAL_PERF_COUNTER() * 1e6) % 1.0)
+
+    return main()
+
+
+def test_same_seed_same_trace_hash_different_seed_different_hash():
+    hashes = []
+    for seed in (1, 1, 2):
+        sim = Simulation(seed=seed)
+        sim.run(cluster(sim))
+        hashes.append(sim.trace_hash)
+    assert hashes[0] == hashes[1] != hashes[2]
+
+
+def test_check_determinism_in_process_returns_the_hash():
+    sim = Simulation(seed=4)
+    sim.run(cluster(sim))
+    assert detsim.check_determinism(cluster, 4) == sim.trace_hash
+
+
+def test_check_determinism_across_processes_and_hash_seeds():
+    in_process = detsim.check_determinism(cluster, 5)
+    assert detsim.check_determinism(cluster, 5, processes=True) == in_process
+
+
+def test_hash_order_dependence_is_flagged_with_the_divergent_event():
+    with pytest.raises(detsim.NondeterminismError) as info:
+        detsim.check_determinism(hash_seed_dependent, 1, processes=True)
+    message = str(info.value)
+    assert "PYTHONHASHSEED" in message and "first divergent event" in message
+    assert "visited" in message
+
+
+def test_reading_real_time_behind_the_simulators_back_is_flagged():
+    with pytest.raises(detsim.NondeterminismError, match="decisions|divergent"):
+        detsim.check_determinism(reads_real_time, 1)
+
+
+def test_network_configuration_changes_the_run():
+    a = Simulation(seed=1, net=NetConfig(latency=(0.001, 0.002)))
+    b = Simulation(seed=1, net=NetConfig(latency=(0.010, 0.020)))
+    a.run(cluster(a))
+    b.run(cluster(b))
+    assert a.trace_hash != b.trace_hash
+
+
+def test_reading_the_trace_hash_does_not_change_it():
+    def run(reads_midway: bool) -> str:
+        sim = Simulation(seed=6)
+        main = cluster(sim)
+
+        async def wrapped():
+            await asyncio.sleep(0.7)
+            if reads_midway:
+                _ = sim.trace_hash
+            return await main
+
+        sim.run(wrapped())
+        first = sim.trace_hash
+        assert sim.trace_hash == first
+        return first
+
+    assert run(reads_midway=True) == run(reads_midway=False)

@@ -1,0 +1,92 @@
+"""Time and entropy inside a simulation come from the seed and the virtual clock."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import os
+import random
+import secrets
+import threading
+import time
+import uuid
+
+import pytest
+
+import detsim
+from detsim import Simulation
+
+
+async def sample():
+    await asyncio.sleep(1.5)
+    return {
+        "time": time.time(),
+        "monotonic": time.monotonic(),
+        "perf": time.perf_counter(),
+        "ns": time.time_ns(),
+        "now": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        "random": random.random(),
+        "randint": random.randint(0, 10**9),
+        "instance": random.Random().random(),
+        "urandom": os.urandom(8).hex(),
+        "secrets": secrets.token_hex(8),
+        "uuid": str(uuid.uuid4()),
+    }
+
+
+def test_same_seed_same_values_other_seed_other_values():
+    a = Simulation(seed=11).run(sample())
+    b = Simulation(seed=11).run(sample())
+    c = Simulation(seed=12).run(sample())
+    assert a == b
+    for key in ("random", "randint", "instance", "urandom", "secrets", "uuid"):
+        assert a[key] != c[key], key
+    assert a["time"] == c["time"] == detsim.sim.clock.EPOCH_S + 1.5
+    assert a["monotonic"] == 1.5
+    assert a["now"] == "2024-01-01T00:00:01.500000+00:00"
+
+
+def test_everything_is_restored_after_the_run():
+    state = random.getstate()
+    real_time = time.time
+    Simulation(seed=1).run(sample())
+    assert random.getstate() == state
+    assert time.time is real_time
+    assert datetime.datetime.now().year >= 2025  # the real clock again
+    assert os.urandom(8) != os.urandom(8)
+
+
+def test_blocking_sleep_and_threads_are_refused():
+    async def sleeper():
+        time.sleep(0.1)
+
+    with pytest.raises(detsim.SimulationError, match="asyncio.sleep"):
+        Simulation().run(sleeper())
+
+    async def threader():
+        threading.Thread(target=print).start()
+
+    with pytest.raises(detsim.SimulationError, match="threads are not simulated"):
+        Simulation().run(threader())
+
+
+def test_each_draw_of_the_random_module_is_in_the_trace_hash():
+    async def draws(n):
+        return [random.random() for _ in range(n)]
+
+    one, two = Simulation(seed=3), Simulation(seed=3)
+    one.run(draws(1))
+    two.run(draws(2))
+    assert one.trace_hash != two.trace_hash
+
+
+def test_user_trace_events_are_recorded():
+    sim = Simulation(seed=1)
+
+    async def main():
+        await asyncio.sleep(2)
+        detsim.trace.event("checkpoint", value=42)
+
+    sim.run(main())
+    assert {"t": 2.0, "node": "supervisor", "kind": "checkpoint", "value": 42} in sim.events
+    detsim.trace.event("outside")  # outside a simulation: nothing, no error

@@ -1,0 +1,273 @@
+"""The loop on virtual time: asyncio's primitives behave as on the standard loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+
+import pytest
+
+import detsim
+from detsim import Simulation
+
+
+def run(main, seed=0, **kw):
+    return Simulation(seed=seed, **kw).run(main)
+
+
+def test_sleep_jumps_the_clock_exactly():
+    sim = Simulation(seed=1)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        await asyncio.sleep(3600)
+        return loop.time() - t0
+
+    assert sim.run(main()) == 3600.0
+    assert sim.now == 3600.0
+
+
+def test_call_soon_is_fifo_and_call_later_orders_by_deadline():
+    order = []
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        for i in range(5):
+            loop.call_soon(order.append, i)
+        loop.call_later(0.2, order.append, "b")
+        loop.call_later(0.1, order.append, "a")
+        loop.call_at(loop.time() + 0.3, done.set_result, None)
+        await done
+
+    run(main())
+    assert order == [0, 1, 2, 3, 4, "a", "b"]
+
+
+def test_timeout_and_wait_for_fire_on_virtual_time():
+    async def main():
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(2.5):
+                await asyncio.sleep(10)
+        t1 = loop.time()
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(asyncio.Event().wait(), 1.5)
+        return t1 - t0, loop.time() - t1
+
+    assert run(main()) == (2.5, 1.5)
+
+
+def test_queue_event_lock_semaphore_taskgroup():
+    async def main():
+        q: asyncio.Queue[int] = asyncio.Queue(maxsize=2)
+        lock, sem, ev = asyncio.Lock(), asyncio.Semaphore(2), asyncio.Event()
+        inside = []
+        peak = 0
+
+        async def producer():
+            for i in range(6):
+                await q.put(i)
+            await q.put(-1)
+
+        async def consumer(out):
+            while (item := await q.get()) != -1:
+                out.append(item)
+
+        async def worker(i):
+            nonlocal peak
+            async with sem:
+                inside.append(i)
+                peak = max(peak, len(inside))
+                await asyncio.sleep(1)
+                inside.remove(i)
+            async with lock:
+                await ev.wait()
+
+        out: list[int] = []
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(producer())
+            tg.create_task(consumer(out))
+            for i in range(4):
+                tg.create_task(worker(i))
+            tg.create_task(asyncio.sleep(5)).add_done_callback(lambda _: ev.set())
+        return out, peak, asyncio.get_running_loop().time()
+
+    out, peak, t = run(main())
+    assert out == [0, 1, 2, 3, 4, 5]
+    assert peak == 2  # the semaphore admitted two at a time
+    assert t == 5.0
+
+
+def test_taskgroup_propagates_errors_and_cancels_siblings():
+    cancelled = []
+
+    async def main():
+        async def sibling():
+            try:
+                await asyncio.sleep(100)
+            except asyncio.CancelledError:
+                cancelled.append(asyncio.get_running_loop().time())
+                raise
+
+        async def boom():
+            await asyncio.sleep(1)
+            raise ValueError("boom")
+
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(sibling())
+            tg.create_task(boom())
+
+    with pytest.raises(ExceptionGroup) as info:
+        run(main())
+    assert info.group_contains(ValueError)
+    assert cancelled == [1.0]
+
+
+def test_executor_and_to_thread_run_inline():
+    import threading
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        a = await loop.run_in_executor(None, lambda x: x * 2, 21)
+        b = await asyncio.to_thread(threading.current_thread)
+        with pytest.raises(KeyError):
+            await asyncio.to_thread(dict().__getitem__, "missing")
+        return a, b
+
+    a, b = run(main())
+    assert a == 42
+    assert b is threading.main_thread()  # no thread was started
+
+
+def test_contextvars_flow_into_tasks():
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("v", default="unset")
+
+    async def child():
+        await asyncio.sleep(0)
+        return var.get()
+
+    async def main():
+        var.set("parent")
+        return await asyncio.create_task(child())
+
+    assert run(main()) == "parent"
+
+
+def test_async_generators_are_finalised():
+    closed = []
+
+    async def gen():
+        try:
+            for i in range(10):
+                yield i
+                await asyncio.sleep(1)
+        finally:
+            closed.append(True)
+
+    async def main():
+        async for i in gen():
+            if i == 2:
+                break
+        await asyncio.sleep(0)
+
+    run(main())
+    assert closed == [True]
+
+
+def test_exception_handler_sees_callback_errors_and_they_are_traced():
+    seen = []
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda _loop, ctx: seen.append(repr(ctx.get("exception"))))
+        loop.call_soon(lambda: 1 / 0)
+        await asyncio.sleep(0.1)
+
+    run(main())
+    assert seen == ["ZeroDivisionError('division by zero')"]
+
+
+def test_an_idle_hour_with_timers_costs_little_work():
+    # 3600 one-second ticks: the clock jumps timer to timer; no work between them.
+    sim = Simulation(seed=0)
+
+    async def main():
+        for _ in range(3600):
+            await asyncio.sleep(1)
+
+    sim.run(main())
+    assert sim.now == 3600.0
+    assert sim.loop.rounds <= 2 * 3600 + 2
+
+
+def test_deadlock_names_the_blocked_task():
+    async def stuck_forever():
+        await asyncio.Event().wait()
+
+    async def main():
+        await asyncio.create_task(stuck_forever(), name="stuck")
+
+    with pytest.raises(detsim.Deadlock) as info:
+        run(main(), seed=5)
+    assert "stuck" in str(info.value) and "stuck_forever" in str(info.value)
+    assert "seed 5" in str(info.value)
+
+
+def test_time_limit():
+    async def main():
+        while True:
+            await asyncio.sleep(60)
+
+    sim = Simulation(seed=9, time_limit=600)
+    with pytest.raises(detsim.SimulationTimeLimit) as info:
+        sim.run(main())
+    assert "seed 9" in str(info.value)
+    assert 540 <= sim.now <= 600
+
+
+def test_main_exceptions_carry_the_seed():
+    async def main():
+        await asyncio.sleep(1)
+        raise KeyError("x")
+
+    with pytest.raises(KeyError) as info:
+        run(main(), seed=77)
+    assert any("seed 77" in note for note in info.value.__notes__)
+
+
+def test_a_simulation_runs_once():
+    sim = Simulation()
+    sim.run(asyncio.sleep(0))
+    with pytest.raises(detsim.SimulationError, match="runs once"):
+        sim.run(asyncio.sleep(0))
+
+
+def test_running_inside_another_loop_is_refused():
+    async def outer():
+        Simulation().run(asyncio.sleep(0))
+
+    with pytest.raises(detsim.SimulationError, match="inside another running event loop"):
+        asyncio.run(outer())
+
+
+def test_buggify_is_false_outside_and_seeded_inside():
+    assert detsim.buggify(1.0) is False
+
+    def draws(seed):
+        async def main():
+            return [detsim.buggify(0.5) for _ in range(50)]
+
+        return run(main(), seed=seed)
+
+    a, b = draws(1), draws(1)
+    assert a == b
+    fired = [any(draws(s)) for s in range(12)]
+    assert any(fired) and not all(fired)  # a site is switched on in some runs, off in others
+
+    async def off():
+        return [detsim.buggify(1.0) for _ in range(10)]
+
+    assert not any(Simulation(seed=1, buggify=False).run(off()))

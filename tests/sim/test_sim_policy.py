@@ -1,0 +1,99 @@
+"""EventLoopPolicy: existing asyncio test suites run on virtual time unchanged."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import unittest
+
+import echo_app
+import pytest
+
+import detsim
+
+
+@pytest.fixture
+def sim_policy():
+    old = asyncio.get_event_loop_policy()
+    asyncio.set_event_loop_policy(detsim.EventLoopPolicy(seed=3))
+    yield
+    asyncio.set_event_loop_policy(old)
+
+
+async def an_hour_of_work():
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    await asyncio.sleep(3600)
+    return loop.time() - t0, time.time(), detsim.in_simulation()
+
+
+def test_asyncio_run_is_a_simulation(sim_policy):
+    elapsed, wall, inside = asyncio.run(an_hour_of_work())
+    assert (elapsed, inside) == (3600.0, True)
+    assert wall == detsim.sim.clock.EPOCH_S + 3600.0
+    assert asyncio.run(an_hour_of_work()) == (elapsed, wall, inside)  # each run reproduces
+    assert not detsim.in_simulation()
+
+
+def test_servers_and_clients_on_the_one_node(sim_policy):
+    async def main():
+        server = asyncio.create_task(echo_app.serve("127.0.0.1", 8000))
+        await asyncio.sleep(0)
+        replies = await echo_app.call("127.0.0.1", 8000, ["a", "b"])
+        server.cancel()
+        return replies
+
+    assert asyncio.run(main()) == ["A", "B"]
+
+
+def test_a_hung_test_raises_deadlock_instead_of_hanging(sim_policy):
+    async def hangs():
+        await asyncio.Event().wait()
+
+    with pytest.raises(detsim.Deadlock):
+        asyncio.run(hangs())
+
+
+class VirtualTimeCase(unittest.IsolatedAsyncioTestCase):
+    __test__ = False  # run below under the policy, not collected by pytest on a real loop
+
+    async def test_long_sleep(self):
+        t0 = asyncio.get_running_loop().time()
+        await asyncio.wait_for(asyncio.sleep(600), timeout=700)
+        self.assertEqual(asyncio.get_running_loop().time() - t0, 600.0)
+        self.assertTrue(detsim.in_simulation())
+
+
+def test_unittest_isolated_asyncio_testcase_runs_unchanged(sim_policy):
+    result = unittest.TextTestRunner(verbosity=0, stream=open("/dev/null", "w")).run(
+        unittest.defaultTestLoader.loadTestsFromTestCase(VirtualTimeCase)
+    )
+    assert result.wasSuccessful(), result.failures + result.errors
+    assert result.testsRun == 1
+
+
+def test_pytest_asyncio_suite_runs_unchanged(pytester):
+    pytester.makeconftest(
+        """
+import asyncio, pytest, detsim
+
+@pytest.fixture(scope="session")
+def event_loop_policy():
+    return detsim.EventLoopPolicy(seed=1, time_limit=7 * 86_400)
+"""
+    )
+    pytester.makepyfile(
+        """
+import asyncio, pytest, detsim
+
+@pytest.mark.asyncio
+async def test_sleeps_a_day():
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    await asyncio.sleep(86_400)
+    assert loop.time() - t0 == 86_400
+    assert detsim.in_simulation()
+"""
+    )
+    result = pytester.runpytest("-p", "asyncio", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
