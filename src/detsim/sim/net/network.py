@@ -59,6 +59,7 @@ class Network:
         self._loop = loop
         self.config = config
         self.rng = loop.derived_random("net")
+        self._random = self.rng.random
         self._by_ip: dict[str, Node] = {}
         self._cut: set[tuple[int, int]] = set()  # directed (src, dst) node indexes: partitions
         self._clogged_links: set[tuple[int, int]] = set()
@@ -228,7 +229,7 @@ class Network:
         if src is dst:
             return LOOPBACK_LATENCY_S
         lo, hi = self._latency_range(src.index, dst.index)
-        return lo if lo == hi else self.rng.uniform(lo, hi)
+        return lo if lo == hi else lo + (hi - lo) * self._random()
 
     def _latency_range(self, a: int, b: int) -> Range:
         if self._latency:

@@ -87,8 +87,8 @@ class Endpoint:
 class Pipe:
     """One direction of a connection: segments in flight from `src` to `dst`."""
 
-    __slots__ = ("armed", "dst", "held_since", "last_at", "queue", "serial", "src", "stack",
-                 "unacked_bytes")  # fmt: skip
+    __slots__ = ("ack_armed", "acks", "armed", "dst", "held_since", "last_at", "queue", "serial",
+                 "src", "stack", "unacked_bytes")  # fmt: skip
 
     def __init__(self, stack: TcpStack, serial: int, src: Endpoint, dst: Endpoint) -> None:
         self.stack = stack
@@ -99,7 +99,18 @@ class Pipe:
         self.last_at = 0.0
         self.armed = False
         self.held_since: float | None = None
-        self.unacked_bytes = 0
+        self.unacked_bytes = 0  # sent, not yet acknowledged (as of the last `settle_acks`)
+        # Acknowledgements in flight back to the sender: (arrival time, bytes). Settled lazily
+        # when the sender looks at its buffer; a timer runs only while the sender is paused.
+        self.acks: collections.deque[tuple[float, int]] = collections.deque()
+        self.ack_armed = False
+
+    def settle_acks(self, now: float) -> int:
+        acks = self.acks
+        while acks and acks[0][0] <= now:
+            self.unacked_bytes -= acks.popleft()[1]
+        assert self.unacked_bytes >= 0, "acknowledged more than was sent"
+        return self.unacked_bytes
 
     def kick(self) -> None:
         """The network changed (heal, restart) or the receiver is ready: try again."""
@@ -372,8 +383,10 @@ class TcpStack:
             data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
             self.loop.record_for(dst.node.name, "recv", conn=pipe.serial, size=size)
             self.loop.soon_in(dst.ctx, self._data_received, dst, data)
-            back = now + self.net.latency(dst.node, pipe.src.node)
-            self.loop.kernel_at(back, self._ack, pipe, size)
+            pipe.acks.append((now + self.net.latency(dst.node, pipe.src.node), size))
+            transport = pipe.src.transport
+            if transport is not None and transport.protocol_paused:
+                self.arm_ack(pipe)
         if fin:
             queue.clear()
             self.loop.soon_in(dst.ctx, self._eof_received, dst)
@@ -401,13 +414,21 @@ class TcpStack:
             self._lose(ep, ConnectionResetError(
                 errno.ECONNRESET, "Connection reset: segments held longer than stream_timeout"))
 
-    def _ack(self, pipe: Pipe, size: int) -> None:
-        pipe.unacked_bytes -= size
-        assert pipe.unacked_bytes >= 0, "acknowledged more than was sent"
+    def arm_ack(self, pipe: Pipe) -> None:
+        """The sender is paused: wake it when the next acknowledgement arrives."""
+        if not pipe.ack_armed and pipe.acks:
+            pipe.ack_armed = True
+            self.loop.kernel_at(pipe.acks[0][0], self._ack, pipe)
+
+    def _ack(self, pipe: Pipe) -> None:
+        pipe.ack_armed = False
         src = pipe.src
         transport = src.transport
-        if transport is not None and not src.closed:
-            transport.maybe_resume_protocol()
+        if transport is None or src.closed:
+            return
+        transport.maybe_resume_protocol()
+        if transport.protocol_paused:
+            self.arm_ack(pipe)
 
     def _arrive_at_closed(self, pipe: Pipe) -> None:
         has_data = any(d for _, d in pipe.queue)
@@ -668,7 +689,7 @@ class SimTransport(asyncio.Transport):
         self._stack = stack
         self._ep = ep
         self._closing = False
-        self._protocol_paused = False
+        self.protocol_paused = False
         cfg = stack.net.config
         self._high_water = cfg.high_water_bytes
         self._low_water = cfg.low_water_bytes
@@ -741,7 +762,7 @@ class SimTransport(asyncio.Transport):
 
     def get_write_buffer_size(self) -> int:
         out = self._ep.out
-        return 0 if out is None else out.unacked_bytes
+        return 0 if out is None else out.settle_acks(self._stack.loop.now)
 
     def get_write_buffer_limits(self) -> tuple[int, int]:
         return (self._low_water, self._high_water)
@@ -757,16 +778,18 @@ class SimTransport(asyncio.Transport):
         self._maybe_pause_protocol()
 
     def _maybe_pause_protocol(self) -> None:
-        if self._protocol_paused or self.get_write_buffer_size() <= self._high_water:
+        if self.protocol_paused or self.get_write_buffer_size() <= self._high_water:
             return
-        self._protocol_paused = True
+        self.protocol_paused = True
         protocol = self._ep.protocol
         if protocol is not None:
             protocol.pause_writing()
+        if self._ep.out is not None:
+            self._stack.arm_ack(self._ep.out)
 
     def maybe_resume_protocol(self) -> None:
-        if self._protocol_paused and self.get_write_buffer_size() <= self._low_water:
-            self._protocol_paused = False
+        if self.protocol_paused and self.get_write_buffer_size() <= self._low_water:
+            self.protocol_paused = False
             protocol = self._ep.protocol
             if protocol is not None:
                 ep = self._ep
