@@ -15,9 +15,11 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# The default suite: everything but `slow`, on the venv's Python.
-test: $(STAMP)
+# The README's test command (and CI's): lint and types, the whole suite but `slow` on the
+# default Python, then the simulator's tests on Python 3.12 and 3.13.
+test: lint
 	$(BIN)/python -m pytest -q
+	bash scripts/test-pythons.sh
 
 # The long campaigns.
 test-slow: $(STAMP)
@@ -37,7 +39,8 @@ campaign: $(STAMP)
 	$(BIN)/detsim sim --seeds $${SEEDS:-200}
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/bench_loop.py
+	$(BIN)/python benchmarks/bench_check.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info src/*.egg-info
+	rm -rf $(VENV) .venv-3.12 .venv-3.13 build *.egg-info src/*.egg-info

@@ -44,9 +44,10 @@ MAX_JOBS = 64
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", "detsim(seeds=1, net=None, disk=None, time_limit=None, buggify=True): "
+        "markers",
+        "detsim(seeds=1, net=None, disk=None, time_limit=None, buggify=True): "
         "run an async test as the main coroutine of a Simulation, once per seed",
-    )  # fmt: skip
+    )
 
 
 @pytest.fixture
@@ -152,8 +153,12 @@ def _run_seed(item: pytest.Function, seed: int, kwargs: dict[str, Any]) -> str:
 
 def _write_artifact(item: pytest.Function, sim: Simulation, exc: BaseException) -> str:
     failure = "".join(traceback.format_exception(exc))
-    replay = {"kind": "pytest", "nodeid": item.nodeid, "seed": sim.seed,
-              "rootdir": str(item.config.rootpath)}  # fmt: skip
+    replay = {
+        "kind": "pytest",
+        "nodeid": item.nodeid,
+        "seed": sim.seed,
+        "rootdir": str(item.config.rootpath),
+    }
     art = artifact.build(sim, item.name, "failed", failure, replay)
     directory = os.environ.get("DETSIM_ARTIFACTS") or item.config.rootpath / "artifacts"
     try:
@@ -167,12 +172,28 @@ def _run_in_subprocesses(item: pytest.Function, seeds: range, jobs: int) -> None
     procs = []
     for start in range(seeds.start, seeds.stop, chunk):
         num = min(chunk, seeds.stop - start)
-        env = {**os.environ, "DETSIM_TEST_SEED": str(start), "DETSIM_TEST_NUM": str(num),
-               "DETSIM_TEST_CHILD": "1", "DETSIM_TEST_JOBS": "1"}  # fmt: skip
+        env = {
+            **os.environ,
+            "DETSIM_TEST_SEED": str(start),
+            "DETSIM_TEST_NUM": str(num),
+            "DETSIM_TEST_CHILD": "1",
+            "DETSIM_TEST_JOBS": "1",
+        }
         cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", item.nodeid]
-        procs.append((start, num, subprocess.Popen(
-            cmd, cwd=item.config.rootpath, env=env, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True)))  # fmt: skip
+        procs.append(
+            (
+                start,
+                num,
+                subprocess.Popen(
+                    cmd,
+                    cwd=item.config.rootpath,
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                ),
+            )
+        )
     failures = []
     for start, num, proc in procs:
         out, _ = proc.communicate()

@@ -96,7 +96,7 @@ def test_hash_order_dependence_is_flagged_with_the_divergent_event():
 
 
 def test_reading_real_time_behind_the_simulators_back_is_flagged():
-    with pytest.raises(detsim.NondeterminismError, match="decisions|divergent"):
+    with pytest.raises(detsim.NondeterminismError, match=r"decisions|divergent"):
         detsim.check_determinism(reads_real_time, 1)
 
 

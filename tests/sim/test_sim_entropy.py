@@ -24,7 +24,7 @@ async def sample():
         "monotonic": time.monotonic(),
         "perf": time.perf_counter(),
         "ns": time.time_ns(),
-        "now": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        "now": datetime.datetime.now(datetime.UTC).isoformat(),
         "random": random.random(),
         "randint": random.randint(0, 10**9),
         "instance": random.Random().random(),
@@ -60,7 +60,7 @@ def test_blocking_sleep_and_threads_are_refused():
     async def sleeper():
         time.sleep(0.1)
 
-    with pytest.raises(detsim.SimulationError, match="asyncio.sleep"):
+    with pytest.raises(detsim.SimulationError, match=r"asyncio\.sleep"):
         Simulation().run(sleeper())
 
     async def threader():

@@ -147,7 +147,7 @@ def test_set_clock_skews_wall_time_and_timer_rate():
 def test_misuse_says_what_to_do():
     sim = Simulation()
     sim.add_node("n1", ip="10.0.0.1")
-    with pytest.raises(detsim.SimulationError, match="unknown node 'nope'.*add_node"):
+    with pytest.raises(detsim.SimulationError, match=r"unknown node 'nope'.*add_node"):
         sim.kill("nope")
     with pytest.raises(detsim.SimulationError, match="already n1's"):
         sim.add_node("n2", ip="10.0.0.1")
@@ -175,6 +175,6 @@ def test_an_init_that_raises_fails_the_run_with_the_node_named():
     async def main():
         await asyncio.sleep(100)
 
-    with pytest.raises(detsim.SimulationError, match="init of node n1 raised.*cannot bind"):
+    with pytest.raises(detsim.SimulationError, match=r"init of node n1 raised.*cannot bind"):
         sim.run(main())
     assert sim.now == 2.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import time
 import unittest
 
@@ -65,9 +66,8 @@ class VirtualTimeCase(unittest.IsolatedAsyncioTestCase):
 
 
 def test_unittest_isolated_asyncio_testcase_runs_unchanged(sim_policy):
-    result = unittest.TextTestRunner(verbosity=0, stream=open("/dev/null", "w")).run(
-        unittest.defaultTestLoader.loadTestsFromTestCase(VirtualTimeCase)
-    )
+    suite = unittest.defaultTestLoader.loadTestsFromTestCase(VirtualTimeCase)
+    result = unittest.TextTestRunner(verbosity=0, stream=io.StringIO()).run(suite)
     assert result.wasSuccessful(), result.failures + result.errors
     assert result.testsRun == 1
 

@@ -21,8 +21,13 @@ MAX_ARTIFACT_EVENTS = 200_000
 MAX_FAILURE_CHARS = 20_000
 
 
-def build(sim: Simulation, name: str, status: str, failure: str | None,
-          replay: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+def build(
+    sim: Simulation,
+    name: str,
+    status: str,
+    failure: str | None,
+    replay: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     events = sim.events[-MAX_ARTIFACT_EVENTS:]
     return {
         "name": name,

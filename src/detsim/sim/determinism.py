@@ -41,14 +41,13 @@ def run_once(build: Build, seed: int, sim_kwargs: dict[str, Any]) -> RunRecord:
     try:
         result = sim.run(build(sim))
         outcome = f"ok: {result!r}"
-    except Exception as exc:  # noqa: BLE001 - the outcome is part of what must reproduce
+    except Exception as exc:
         outcome = f"{type(exc).__name__}: {exc}"
     events = json.loads(json.dumps([list(ev) for ev in sim.trace.events], default=repr))
     return RunRecord(sim.trace_hash, events, outcome)
 
 
-def check_determinism(build: Build, seed: int, processes: bool = False,
-                      **sim_kwargs: Any) -> str:  # fmt: skip
+def check_determinism(build: Build, seed: int, processes: bool = False, **sim_kwargs: Any) -> str:
     """Run `build(sim)` twice with `seed`; return the trace hash, or raise NondeterminismError.
 
     With `processes=True`, `build` must be importable by name (a module-level function).
@@ -67,8 +66,10 @@ def check_determinism(build: Build, seed: int, processes: bool = False,
 def describe(a: RunRecord, b: RunRecord) -> str:
     for i, (ea, eb) in enumerate(zip(a.events, b.events, strict=False)):
         if ea[:4] != eb[:4]:
-            return (f"first divergent event #{i} at t={ea[0]}s: first run {_fmt(ea)}; "
-                    f"second run {_fmt(eb)}")  # fmt: skip
+            return (
+                f"first divergent event #{i} at t={ea[0]}s: first run {_fmt(ea)}; "
+                f"second run {_fmt(eb)}"
+            )
         if ea[4] != eb[4]:
             return (
                 f"event #{i} ({_fmt(ea)}) is the same, but the decisions before it differ "
@@ -97,16 +98,27 @@ def _run_in_child(build: Build, seed: int, sim_kwargs: dict[str, Any], hash_seed
             "check_determinism(processes=True) needs `build` defined at module level in a "
             f"file, got {build.__qualname__} in {build.__module__}"
         )
-    spec = {"module": build.__module__, "path": path, "qualname": build.__qualname__,
-            "seed": seed, "kwargs": base64.b64encode(pickle.dumps(sim_kwargs)).decode(),
-            "sys_path": sys.path}  # fmt: skip
+    spec = {
+        "module": build.__module__,
+        "path": path,
+        "qualname": build.__qualname__,
+        "seed": seed,
+        "kwargs": base64.b64encode(pickle.dumps(sim_kwargs)).decode(),
+        "sys_path": sys.path,
+    }
     env = {**os.environ, "PYTHONHASHSEED": hash_seed}
     proc = subprocess.run(
         [sys.executable, "-c", "from detsim.sim.determinism import _child_main; _child_main()"],
-        input=json.dumps(spec), capture_output=True, text=True, env=env, timeout=CHILD_TIMEOUT_S,
-    )  # fmt: skip
+        input=json.dumps(spec),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=CHILD_TIMEOUT_S,
+    )
     if proc.returncode != 0:
-        raise SimulationError(f"determinism child failed ({proc.returncode}): {proc.stderr[-2000:]}")
+        raise SimulationError(
+            f"determinism child failed ({proc.returncode}): {proc.stderr[-2000:]}"
+        )
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     return RunRecord(out["trace_hash"], out["events"], out["outcome"])
 
@@ -122,8 +134,10 @@ def _child_main() -> None:
     build: Any = module
     for part in spec["qualname"].split("."):
         build = getattr(build, part)
-    kwargs = pickle.loads(base64.b64decode(spec["kwargs"]))  # noqa: S301 - from our parent
+    kwargs = pickle.loads(base64.b64decode(spec["kwargs"]))
     record = run_once(build, spec["seed"], kwargs)
-    print(json.dumps({"trace_hash": record.trace_hash, "events": record.events,
-                      "outcome": record.outcome}))  # fmt: skip
-
+    print(
+        json.dumps(
+            {"trace_hash": record.trace_hash, "events": record.events, "outcome": record.outcome}
+        )
+    )

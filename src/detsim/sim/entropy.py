@@ -86,7 +86,7 @@ class SimDatetime(_REAL_DATETIME):
 
     @classmethod
     def utcnow(cls) -> SimDatetime:
-        t = _REAL_DATETIME.fromtimestamp(sim_time(), _datetime.timezone.utc)
+        t = _REAL_DATETIME.fromtimestamp(sim_time(), _datetime.UTC)
         return cls(*t.timetuple()[:6], t.microsecond)
 
     @classmethod
@@ -116,8 +116,7 @@ class SimRandom(random.Random):
 _RANDOM_FUNCTIONS = tuple(
     name
     for name in dir(random)
-    if not name.startswith("_")
-    and getattr(getattr(random, name), "__self__", None) is random._inst  # type: ignore[attr-defined]
+    if not name.startswith("_") and getattr(getattr(random, name), "__self__", None) is random._inst
 )
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import contextvars
 import hashlib
 import heapq
@@ -43,6 +44,8 @@ logger = logging.getLogger("detsim")
 
 BOOT = runtime.BOOT
 MAX_SPAWNED_TRACKED = 1_024  # per boot; done futures are pruned past this
+MAX_READY_CALLBACKS = 5_000_000  # callbacks ready in one round: past it, a runaway loop
+MAX_TIMERS = 5_000_000  # pending timers across the world
 _MIN_SCHEDULED_TIMER_HANDLES = 100
 _MIN_CANCELLED_TIMER_HANDLES_FRACTION = 0.5
 
@@ -53,6 +56,13 @@ def _unsupported(what: str) -> NoReturn:
 
 class SimLoop(asyncio.BaseEventLoop):
     """An asyncio loop whose clock, scheduling and I/O are simulated. Built by `Simulation`."""
+
+    # The private state of asyncio.BaseEventLoop that this loop drives (absent from typeshed).
+    _ready: collections.deque[events.Handle]
+    _scheduled: list[asyncio.TimerHandle]
+    _timer_cancelled_count: int
+    _stopping: bool
+    _check_closed: Callable[[], None]
 
     def __init__(self, sim: Simulation, seed: int, time_limit_s: float, trace: Trace) -> None:
         super().__init__()
@@ -108,7 +118,7 @@ class SimLoop(asyncio.BaseEventLoop):
     def time(self) -> float:
         return BOOT.get(self.default_boot).node_clock.monotonic(self.now)
 
-    def call_at(
+    def call_at(  # type: ignore[override]
         self,
         when: float,
         callback: Callable[..., object],
@@ -128,7 +138,7 @@ class SimLoop(asyncio.BaseEventLoop):
     ) -> asyncio.TimerHandle:
         self._check_closed()
         timer = events.TimerHandle(global_when, callback, args, self, context)
-        heapq.heappush(self._scheduled, timer)  # type: ignore[attr-defined]
+        heapq.heappush(self._scheduled, timer)
         timer._scheduled = True  # type: ignore[attr-defined]
         return timer
 
@@ -139,37 +149,39 @@ class SimLoop(asyncio.BaseEventLoop):
     def kernel_soon(self, callback: Callable[..., object], *args: Any) -> None:
         self._call_soon(callback, args, self.kernel_boot.context)  # type: ignore[attr-defined]
 
-    def soon_in(self, ctx: contextvars.Context, callback: Callable[..., object], *args: Any) -> None:
+    def soon_in(
+        self, ctx: contextvars.Context, callback: Callable[..., object], *args: Any
+    ) -> None:
         """Run `callback` in `ctx`, on its boot: dropped if the boot dies, held while paused."""
         self._call_soon(callback, args, ctx)  # type: ignore[attr-defined]
 
     def _purge_cancelled_timers(self) -> None:
-        sched: list[asyncio.TimerHandle] = self._scheduled  # type: ignore[attr-defined]
+        sched: list[asyncio.TimerHandle] = self._scheduled
         count = len(sched)
-        cancelled = self._timer_cancelled_count  # type: ignore[attr-defined]
+        cancelled = self._timer_cancelled_count
         if (
             count > _MIN_SCHEDULED_TIMER_HANDLES
             and cancelled / count > _MIN_CANCELLED_TIMER_HANDLES_FRACTION
         ):
-            self._rebuild_timers(lambda h: not h._cancelled)  # type: ignore[attr-defined]
+            self._rebuild_timers(lambda h: not h._cancelled)
             return
-        while sched and sched[0]._cancelled:  # type: ignore[attr-defined]
-            self._timer_cancelled_count -= 1  # type: ignore[attr-defined]
+        while sched and sched[0]._cancelled:
+            self._timer_cancelled_count -= 1
             heapq.heappop(sched)._scheduled = False  # type: ignore[attr-defined]
 
     def _rebuild_timers(self, keep: Callable[[asyncio.TimerHandle], bool]) -> None:
         kept = []
-        for handle in self._scheduled:  # type: ignore[attr-defined]
+        for handle in self._scheduled:
             if keep(handle):
                 kept.append(handle)
             else:
-                handle._scheduled = False
+                handle._scheduled = False  # type: ignore[attr-defined]
         heapq.heapify(kept)
         self._scheduled = kept
         self._timer_cancelled_count = sum(h._cancelled for h in kept)
 
     def _advance_clock(self) -> None:
-        sched: list[asyncio.TimerHandle] = self._scheduled  # type: ignore[attr-defined]
+        sched: list[asyncio.TimerHandle] = self._scheduled
         if not sched:
             self._raise_deadlock()
         when = sched[0].when()
@@ -182,35 +194,43 @@ class SimLoop(asyncio.BaseEventLoop):
             self.now = when
 
     def _run_once(self) -> None:
-        sched = self._scheduled  # type: ignore[attr-defined]
+        sched = self._scheduled
         if sched and sched[0]._cancelled:
             self._purge_cancelled_timers()
-        ready = self._ready  # type: ignore[attr-defined]
+        ready = self._ready
         if not ready:
-            if self._stopping:  # type: ignore[attr-defined]
+            if self._stopping:
                 return
             self._advance_clock()
-            sched = self._scheduled  # type: ignore[attr-defined]
+            sched = self._scheduled
         now = self.now
-        while sched and sched[0]._when <= now:
+        while sched and sched[0]._when <= now:  # type: ignore[attr-defined]
             handle = heapq.heappop(sched)
-            handle._scheduled = False
+            handle._scheduled = False  # type: ignore[attr-defined]
             ready.append(handle)
         count = len(ready)
         if not count:
             return
+        if count > MAX_READY_CALLBACKS or len(sched) > MAX_TIMERS:
+            raise SimulationError(
+                f"seed {self.seed}: {count} callbacks ready and {len(sched)} timers pending at "
+                f"t={self.now:.6f}s, past the bounds ({MAX_READY_CALLBACKS}, {MAX_TIMERS}): "
+                "something schedules without end"
+            )
         self.rounds += 1
         self.callbacks += count
         # This round runs what is ready now; what it schedules waits for the next round.
         self._ready = collections.deque()
         default = self.default_boot
-        boots = [h._context.get(BOOT, default) for h in ready]
+        boots = [h._context.get(BOOT, default) for h in ready]  # type: ignore[attr-defined]
         if count == 1 or boots.count(boots[0]) == count:
             self._run_handles(ready, boots)  # one boot: FIFO, nothing to decide
         else:
             self._run_interleaved(ready, boots)
 
-    def _run_interleaved(self, handles: collections.deque[events.Handle], boots: list[Boot]) -> None:
+    def _run_interleaved(
+        self, handles: collections.deque[events.Handle], boots: list[Boot]
+    ) -> None:
         """Run one round's callbacks of several boots in a seeded order, FIFO within each boot."""
         queues: dict[Boot, list[events.Handle]] = {}
         for handle, boot in zip(handles, boots, strict=True):
@@ -235,7 +255,7 @@ class SimLoop(asyncio.BaseEventLoop):
             try:
                 for boot in pending:
                     handle = pop()
-                    if handle._cancelled or not boot.alive:  # type: ignore[attr-defined]
+                    if handle._cancelled or not boot.alive:
                         continue
                     if boot.paused:
                         boot.defer(handle)
@@ -244,7 +264,7 @@ class SimLoop(asyncio.BaseEventLoop):
                 return
             except (SystemExit, KeyboardInterrupt):
                 raise
-            except BaseException as exc:  # noqa: BLE001 - as asyncio's Handle._run does
+            except BaseException as exc:
                 self._report_callback_error(handle, exc)
 
     def _report_callback_error(self, handle: events.Handle, exc: BaseException) -> None:
@@ -338,7 +358,7 @@ class SimLoop(asyncio.BaseEventLoop):
         for fut in boot.spawned:
             if not fut.done():
                 fut.set_exception(NodeDown(f"{boot.label} {reason} at t={self.now:.6f}s"))
-                fut._log_traceback = False  # type: ignore[attr-defined]
+                fut._log_traceback = False
         boot.spawned.clear()
         for task in boot.tasks.values():
             task._log_destroy_pending = False  # type: ignore[attr-defined]
@@ -354,7 +374,7 @@ class SimLoop(asyncio.BaseEventLoop):
         deferred = boot.deferred
         boot.deferred = type(deferred)()
         # Older than anything of this boot already queued: they go first.
-        self._ready.extendleft(reversed(deferred))  # type: ignore[attr-defined]
+        self._ready.extendleft(reversed(deferred))
 
     def describe_pending(self, limit: int = 20) -> str:
         lines = []
@@ -391,12 +411,10 @@ class SimLoop(asyncio.BaseEventLoop):
                 if task.done():
                     continue
                 task._log_destroy_pending = False  # type: ignore[attr-defined]
-                try:
-                    task.get_coro().close()  # type: ignore[union-attr]
-                except BaseException:  # noqa: BLE001, S110 - the world is gone; nothing to tell
-                    pass
-        self._ready.clear()  # type: ignore[attr-defined]
-        self._scheduled.clear()  # type: ignore[attr-defined]
+                with contextlib.suppress(BaseException):  # the world is gone; nothing to tell
+                    task.get_coro().close()
+        self._ready.clear()
+        self._scheduled.clear()
 
     close_with_teardown = False  # policy loops: asyncio.run closes them, so close ends the world
 
@@ -432,7 +450,7 @@ class SimLoop(asyncio.BaseEventLoop):
                 result = func(*args)
             except (SystemExit, KeyboardInterrupt):
                 raise
-            except BaseException as exc:  # noqa: BLE001 - handed to the awaiting caller
+            except BaseException as exc:
                 fut.set_exception(exc)
             else:
                 fut.set_result(result)
@@ -445,23 +463,34 @@ class SimLoop(asyncio.BaseEventLoop):
 
     # --- network: simulated (see detsim.sim.net) -------------------------------------------
 
-    async def getaddrinfo(self, host: Any, port: Any, *, family: int = 0, type: int = 0,
-                          proto: int = 0, flags: int = 0) -> Any:  # fmt: skip
+    async def getaddrinfo(
+        self,
+        host: Any,
+        port: Any,
+        *,
+        family: int = 0,
+        type: int = 0,
+        proto: int = 0,
+        flags: int = 0,
+    ) -> Any:
         return self.sim.net.getaddrinfo(host, port, family=family, type=type, proto=proto)
 
     async def getnameinfo(self, sockaddr: Any, flags: int = 0) -> tuple[str, str]:
         return self.sim.net.getnameinfo(sockaddr)
 
-    async def create_connection(self, protocol_factory: Any, host: Any = None, port: Any = None,
-                                **kwargs: Any) -> Any:  # fmt: skip
+    async def create_connection(
+        self, protocol_factory: Any, host: Any = None, port: Any = None, **kwargs: Any
+    ) -> Any:
         return await self.sim.net.tcp.create_connection(protocol_factory, host, port, **kwargs)
 
-    async def create_server(self, protocol_factory: Any, host: Any = None, port: Any = None,
-                            **kwargs: Any) -> Any:  # fmt: skip
+    async def create_server(
+        self, protocol_factory: Any, host: Any = None, port: Any = None, **kwargs: Any
+    ) -> Any:
         return await self.sim.net.tcp.create_server(protocol_factory, host, port, **kwargs)
 
-    async def create_datagram_endpoint(self, protocol_factory: Any, local_addr: Any = None,
-                                       remote_addr: Any = None, **kwargs: Any) -> Any:  # fmt: skip
+    async def create_datagram_endpoint(
+        self, protocol_factory: Any, local_addr: Any = None, remote_addr: Any = None, **kwargs: Any
+    ) -> Any:
         return await self.sim.net.udp.create_endpoint(
             protocol_factory, local_addr, remote_addr, **kwargs
         )
@@ -471,10 +500,14 @@ class SimLoop(asyncio.BaseEventLoop):
 
     # --- the rest of the OS: refused -------------------------------------------------------
 
-    def add_reader(self, fd: Any, callback: Any, *args: Any) -> None:
+    def add_reader(  # type: ignore[override]
+        self, fd: Any, callback: Any, *args: Any
+    ) -> None:
         _unsupported("add_reader (a real file descriptor)")
 
-    def add_writer(self, fd: Any, callback: Any, *args: Any) -> None:
+    def add_writer(  # type: ignore[override]
+        self, fd: Any, callback: Any, *args: Any
+    ) -> None:
         _unsupported("add_writer (a real file descriptor)")
 
     def remove_reader(self, fd: Any) -> bool:
@@ -498,7 +531,9 @@ class SimLoop(asyncio.BaseEventLoop):
     async def subprocess_shell(self, *args: Any, **kwargs: Any) -> Any:
         _unsupported("a subprocess")
 
-    def add_signal_handler(self, sig: int, callback: Any, *args: Any) -> None:
+    def add_signal_handler(  # type: ignore[override]
+        self, sig: int, callback: Any, *args: Any
+    ) -> None:
         _unsupported("a signal handler")
 
     def remove_signal_handler(self, sig: int) -> bool:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from detsim.sim import runtime
 from detsim.sim.clock import NodeClock
-from detsim.sim.errors import NodeDown, SimulationError
+from detsim.sim.errors import SimulationError
 
 if TYPE_CHECKING:
     from detsim.sim.disk import SimDisk
@@ -120,7 +120,7 @@ class Node:
             )
         return self._disk
 
-    def _record(self, kind: str, **fields: Any) -> None:
+    def _record(self, kind: str, /, **fields: Any) -> None:
         self._sim.loop.record_for(self.name, kind, **fields)
 
     def spawn(self, coro: Coroutine[Any, Any, T]) -> Future[T]:

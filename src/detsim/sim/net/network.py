@@ -177,7 +177,9 @@ class Network:
         try:
             ipaddress.ip_address(host)
         except ValueError:
-            raise socket.gaierror(socket.EAI_NONAME, f"Name or service not known: {host!r}") from None
+            raise socket.gaierror(
+                socket.EAI_NONAME, f"Name or service not known: {host!r}"
+            ) from None
         return host  # an address with no host behind it: packets to it go nowhere
 
     def node_at_ip(self, ip: str) -> Node | None:
@@ -189,8 +191,9 @@ class Network:
             return src
         return self._by_ip.get(ip)
 
-    def getaddrinfo(self, host: Any, port: Any, *, family: int = 0, type: int = 0,
-                    proto: int = 0) -> list[tuple[Any, ...]]:  # fmt: skip
+    def getaddrinfo(
+        self, host: Any, port: Any, *, family: int = 0, type: int = 0, proto: int = 0
+    ) -> list[tuple[Any, ...]]:
         if isinstance(host, bytes):
             host = host.decode("idna")
         ip = self.resolve(host)

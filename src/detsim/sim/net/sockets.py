@@ -22,9 +22,9 @@ from detsim.sim.errors import SimulationError
 class SocketInfo:
     """A stand-in for a transport's socket: its names, and options that are accepted."""
 
-    family = socket.AF_INET
-    type = socket.SOCK_STREAM
-    proto = socket.IPPROTO_TCP
+    family: int = socket.AF_INET
+    type: int = socket.SOCK_STREAM
+    proto: int = socket.IPPROTO_TCP
 
     def __init__(self, sock_addr: tuple[str, int], peer_addr: tuple[str, int] | None = None):
         self._sock_addr = sock_addr
@@ -58,14 +58,19 @@ class SocketInfo:
 class SimSocket(SocketInfo):
     """`socket.socket` inside a simulation: connectable only through the loop."""
 
-    def __init__(self, family: int = socket.AF_INET, type: int = socket.SOCK_STREAM,
-                 proto: int = 0, fileno: Any = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        family: int = socket.AF_INET,
+        type: int = socket.SOCK_STREAM,
+        proto: int = 0,
+        fileno: Any = None,
+    ) -> None:
         if fileno is not None:
             raise SimulationError("wrapping a real file descriptor in a socket inside a simulation")
         super().__init__(("0.0.0.0", 0))
-        self.family = family  # type: ignore[misc]
-        self.type = type  # type: ignore[misc]
-        self.proto = proto  # type: ignore[misc]
+        self.family = family
+        self.type = type
+        self.proto = proto
         self.connected: Any = None  # the TCP endpoint, once sock_connect has established it
         self.detached = False
         self.peer_addr: tuple[str, int] | None = None
@@ -137,8 +142,9 @@ def _require_sim() -> Any:
     return sim
 
 
-def getaddrinfo_blocking(host: Any, port: Any, family: int = 0, type: int = 0, proto: int = 0,
-                         flags: int = 0) -> list[tuple[Any, ...]]:  # fmt: skip
+def getaddrinfo_blocking(
+    host: Any, port: Any, family: int = 0, type: int = 0, proto: int = 0, flags: int = 0
+) -> list[tuple[Any, ...]]:
     return list(_require_sim().net.getaddrinfo(host, port, family=family, type=type, proto=proto))
 
 

@@ -67,8 +67,15 @@ class Endpoint:
         "transport",
     )
 
-    def __init__(self, serial: int, boot: Boot, node: Node, sock_addr: tuple[str, int],
-                 peer_addr: tuple[str, int], ctx: contextvars.Context) -> None:  # fmt: skip
+    def __init__(
+        self,
+        serial: int,
+        boot: Boot,
+        node: Node,
+        sock_addr: tuple[str, int],
+        peer_addr: tuple[str, int],
+        ctx: contextvars.Context,
+    ) -> None:
         self.serial = serial
         self.boot = boot
         self.node = node
@@ -87,8 +94,19 @@ class Endpoint:
 class Pipe:
     """One direction of a connection: segments in flight from `src` to `dst`."""
 
-    __slots__ = ("ack_armed", "acks", "armed", "dst", "held_since", "last_at", "queue", "serial",
-                 "src", "stack", "unacked_bytes")  # fmt: skip
+    __slots__ = (
+        "ack_armed",
+        "acks",
+        "armed",
+        "dst",
+        "held_since",
+        "last_at",
+        "queue",
+        "serial",
+        "src",
+        "stack",
+        "unacked_bytes",
+    )
 
     def __init__(self, stack: TcpStack, serial: int, src: Endpoint, dst: Endpoint) -> None:
         self.stack = stack
@@ -149,11 +167,16 @@ class TcpStack:
         key = (node.index, lst.port)
         same_port = self._listeners.setdefault(key, [])
         for other in same_port:
-            if other.bind_ip in ANY_ADDRESSES or lst.bind_ip in ANY_ADDRESSES \
-                    or other.bind_ip == lst.bind_ip:  # fmt: skip
+            if (
+                other.bind_ip in ANY_ADDRESSES
+                or lst.bind_ip in ANY_ADDRESSES
+                or other.bind_ip == lst.bind_ip
+            ):
                 raise OSError(errno.EADDRINUSE, f"address already in use: port {lst.port}")
-        if sum(len(v) for k, v in self._listeners.items() if k[0] == node.index) >= \
-                MAX_LISTENERS_PER_NODE:  # fmt: skip
+        if (
+            sum(len(v) for k, v in self._listeners.items() if k[0] == node.index)
+            >= MAX_LISTENERS_PER_NODE
+        ):
             raise OSError(errno.EMFILE, f"more than {MAX_LISTENERS_PER_NODE} listeners")
         same_port.append(lst)
 
@@ -174,10 +197,17 @@ class TcpStack:
 
     # --- client side -----------------------------------------------------------------------
 
-    async def create_connection(self, protocol_factory: Callable[[], asyncio.BaseProtocol],
-                                host: Any = None, port: Any = None, *, ssl: Any = None,
-                                sock: Any = None, local_addr: Any = None,
-                                **_ignored: Any) -> tuple[SimTransport, asyncio.BaseProtocol]:  # fmt: skip
+    async def create_connection(
+        self,
+        protocol_factory: Callable[[], asyncio.BaseProtocol],
+        host: Any = None,
+        port: Any = None,
+        *,
+        ssl: Any = None,
+        sock: Any = None,
+        local_addr: Any = None,
+        **_ignored: Any,
+    ) -> tuple[SimTransport, asyncio.BaseProtocol]:
         if ssl:
             raise SimulationError("TLS is not simulated: connect without ssl inside a simulation")
         if sock is not None:
@@ -216,8 +246,14 @@ class TcpStack:
             raise OSError(errno.EINVAL, f"invalid port {port}")
         src_ip = "127.0.0.1" if ip.startswith("127.") else node.ip
         local_port = self.ephemeral_port(node, lambda p: self.port_in_use(node, p))
-        ep = Endpoint(next(self._serials), boot, node, (src_ip, local_port), (ip, port),
-                      contextvars.copy_context())  # fmt: skip
+        ep = Endpoint(
+            next(self._serials),
+            boot,
+            node,
+            (src_ip, local_port),
+            (ip, port),
+            contextvars.copy_context(),
+        )
         boot.endpoints[ep.serial] = ep  # reserve the fd and port while connecting
         self.loop.record("connect", dst=f"{ip}:{port}", src_port=local_port)
         waiter: asyncio.Future[Endpoint] = self.loop.create_future()
@@ -235,8 +271,10 @@ class TcpStack:
 
     def _check_fd_limit(self, boot: Boot) -> None:
         if len(boot.endpoints) >= MAX_CONNECTIONS_PER_NODE:
-            raise OSError(errno.EMFILE, f"Too many open files ({MAX_CONNECTIONS_PER_NODE} "
-                          "connections on this node)")  # fmt: skip
+            raise OSError(
+                errno.EMFILE,
+                f"Too many open files ({MAX_CONNECTIONS_PER_NODE} connections on this node)",
+            )
 
     def _syn(self, ep: Endpoint, waiter: asyncio.Future[Endpoint], deadline: float) -> None:
         if waiter.done():
@@ -250,8 +288,9 @@ class TcpStack:
         arrive = self.loop.now + self.net.latency(ep.node, dst)
         self.loop.kernel_at(arrive, self._syn_arrives, ep, dst, waiter, deadline)
 
-    def _syn_arrives(self, ep: Endpoint, dst: Node, waiter: asyncio.Future[Endpoint],
-                     deadline: float) -> None:  # fmt: skip
+    def _syn_arrives(
+        self, ep: Endpoint, dst: Node, waiter: asyncio.Future[Endpoint], deadline: float
+    ) -> None:
         if waiter.done():
             return
         if not self.net.link_up(ep.node, dst):  # cut while in flight: the SYN is lost
@@ -274,26 +313,30 @@ class TcpStack:
     def _refused(self, ep: Endpoint, waiter: asyncio.Future[Endpoint]) -> None:
         if not waiter.done() and ep.boot.alive:  # a dead boot's connect has no one to tell
             ip, port = ep.peer_addr
-            waiter.set_exception(ConnectionRefusedError(
-                errno.ECONNREFUSED, f"Connect call failed ({ip!r}, {port})"))  # fmt: skip
+            waiter.set_exception(
+                ConnectionRefusedError(errno.ECONNREFUSED, f"Connect call failed ({ip!r}, {port})")
+            )
 
-    def _established(self, ep: Endpoint, server_ep: Endpoint,
-                     waiter: asyncio.Future[Endpoint]) -> None:  # fmt: skip
+    def _established(
+        self, ep: Endpoint, server_ep: Endpoint, waiter: asyncio.Future[Endpoint]
+    ) -> None:
         self.pair(ep, server_ep)
         if waiter.done():  # the connecting task gave up (timeout, cancel): reset the server
             ep.closed = True
             self._send_reset(ep)
             return
-        self.loop.record_for(ep.node.name, "established", dst=_fmt(ep.peer_addr),
-                             src_port=ep.sock_addr[1])  # fmt: skip
+        self.loop.record_for(
+            ep.node.name, "established", dst=_fmt(ep.peer_addr), src_port=ep.sock_addr[1]
+        )
         waiter.set_result(ep)
 
     def _connect_timeout(self, ep: Endpoint, waiter: asyncio.Future[Endpoint]) -> None:
         if not waiter.done() and ep.boot.alive:
             ip, port = ep.peer_addr
             self.loop.record_for(ep.node.name, "connect_timeout", dst=f"{ip}:{port}")
-            waiter.set_exception(TimeoutError(
-                errno.ETIMEDOUT, f"Connect call timed out ({ip!r}, {port})"))  # fmt: skip
+            waiter.set_exception(
+                TimeoutError(errno.ETIMEDOUT, f"Connect call timed out ({ip!r}, {port})")
+            )
 
     def pair(self, a: Endpoint, b: Endpoint) -> None:
         a.peer, b.peer = b, a
@@ -317,8 +360,10 @@ class TcpStack:
         if pipe is None or ep.peer is None:
             return
         if len(pipe.queue) >= MAX_SEGMENT_QUEUE:
-            raise SimulationError(f"more than {MAX_SEGMENT_QUEUE} segments in flight on one "
-                                  "connection: is the writer ignoring drain()?")  # fmt: skip
+            raise SimulationError(
+                f"more than {MAX_SEGMENT_QUEUE} segments in flight on one "
+                "connection: is the writer ignoring drain()?"
+            )
         at = self.loop.now + self.net.latency(ep.node, ep.peer.node)
         if at < pipe.last_at:
             at = pipe.last_at
@@ -398,8 +443,13 @@ class TcpStack:
     def _hold(self, pipe: Pipe) -> None:
         if pipe.held_since is None:
             pipe.held_since = self.loop.now
-            self.loop.record_for(pipe.src.node.name, "hold", conn=pipe.serial,
-                                 dst=pipe.dst.node.name, segments=len(pipe.queue))  # fmt: skip
+            self.loop.record_for(
+                pipe.src.node.name,
+                "hold",
+                conn=pipe.serial,
+                dst=pipe.dst.node.name,
+                segments=len(pipe.queue),
+            )
             deadline = self.loop.now + self.net.config.stream_timeout
             self.loop.kernel_at(deadline, self._stream_timeout, pipe, pipe.held_since)
         self.net.hold(pipe.serial, pipe)
@@ -411,8 +461,12 @@ class TcpStack:
         self.loop.record_for(pipe.src.node.name, "stream_timeout", conn=pipe.serial)
         pipe.queue.clear()
         for ep in (pipe.src, pipe.dst):
-            self._lose(ep, ConnectionResetError(
-                errno.ECONNRESET, "Connection reset: segments held longer than stream_timeout"))
+            self._lose(
+                ep,
+                ConnectionResetError(
+                    errno.ECONNRESET, "Connection reset: segments held longer than stream_timeout"
+                ),
+            )
 
     def arm_ack(self, pipe: Pipe) -> None:
         """The sender is paused: wake it when the next acknowledgement arrives."""
@@ -517,10 +571,17 @@ class TcpStack:
 
     # --- servers ---------------------------------------------------------------------------
 
-    async def create_server(self, protocol_factory: Callable[[], asyncio.BaseProtocol],
-                            host: Any = None, port: Any = None, *, ssl: Any = None,
-                            sock: Any = None, start_serving: bool = True,
-                            **_ignored: Any) -> SimServer:  # fmt: skip
+    async def create_server(
+        self,
+        protocol_factory: Callable[[], asyncio.BaseProtocol],
+        host: Any = None,
+        port: Any = None,
+        *,
+        ssl: Any = None,
+        sock: Any = None,
+        start_serving: bool = True,
+        **_ignored: Any,
+    ) -> SimServer:
         if ssl:
             raise SimulationError("TLS is not simulated: serve without ssl inside a simulation")
         if sock is not None:
@@ -546,16 +607,19 @@ class TcpStack:
             return "127.0.0.1"
         ip = self.net.resolve(str(host))
         if ip != node.ip:
-            raise OSError(errno.EADDRNOTAVAIL,
-                          f"cannot assign requested address {host!r} on {node.name} ({node.ip})")
+            raise OSError(
+                errno.EADDRNOTAVAIL,
+                f"cannot assign requested address {host!r} on {node.name} ({node.ip})",
+            )
         return ip
 
 
 class Listener:
     """A listening socket of one server, on one address."""
 
-    def __init__(self, stack: TcpStack, server: SimServer, boot: Boot, bind_ip: str,
-                 port: int) -> None:  # fmt: skip
+    def __init__(
+        self, stack: TcpStack, server: SimServer, boot: Boot, bind_ip: str, port: int
+    ) -> None:
         self.stack = stack
         self.server = server
         self.boot = boot
@@ -573,8 +637,14 @@ class Listener:
         assert node is not None
         stack = self.stack
         local_ip = "127.0.0.1" if client.peer_addr[0].startswith("127.") else node.ip
-        ep = Endpoint(next(stack._serials), self.boot, node, (local_ip, self.port),
-                      client.sock_addr, self.server.ctx)  # fmt: skip
+        ep = Endpoint(
+            next(stack._serials),
+            self.boot,
+            node,
+            (local_ip, self.port),
+            client.sock_addr,
+            self.server.ctx,
+        )
         self.boot.endpoints[ep.serial] = ep
         stack.loop.record_for(node.name, "accept", src=_fmt(client.sock_addr), port=self.port)
         stack.loop.soon_in(self.server.ctx, self.server.accepted, ep)
@@ -584,9 +654,13 @@ class Listener:
 class SimServer(asyncio.AbstractServer):
     """What `loop.create_server` returns in a simulation."""
 
-    def __init__(self, stack: TcpStack, boot: Boot,
-                 protocol_factory: Callable[[], asyncio.BaseProtocol],
-                 ctx: contextvars.Context) -> None:  # fmt: skip
+    def __init__(
+        self,
+        stack: TcpStack,
+        boot: Boot,
+        protocol_factory: Callable[[], asyncio.BaseProtocol],
+        ctx: contextvars.Context,
+    ) -> None:
         self._stack = stack
         self._boot = boot
         self._factory = protocol_factory
@@ -740,7 +814,9 @@ class SimTransport(asyncio.Transport):
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise TypeError(f"data argument must be a bytes-like object, not {type(data).__name__!r}")
+            raise TypeError(
+                f"data argument must be a bytes-like object, not {type(data).__name__!r}"
+            )
         if self._ep.eof_sent:
             raise RuntimeError("Cannot call write() after write_eof()")
         if not data or self.is_closing():

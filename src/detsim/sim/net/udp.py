@@ -33,9 +33,15 @@ class UdpStack:
         self.loop = loop
         self._bound: dict[tuple[int, int], DatagramTransport] = {}  # (node index, port)
 
-    async def create_endpoint(self, protocol_factory: Callable[[], asyncio.DatagramProtocol],
-                              local_addr: Any = None, remote_addr: Any = None, *,
-                              sock: Any = None, **_ignored: Any) -> tuple[Any, Any]:  # fmt: skip
+    async def create_endpoint(
+        self,
+        protocol_factory: Callable[[], asyncio.DatagramProtocol],
+        local_addr: Any = None,
+        remote_addr: Any = None,
+        *,
+        sock: Any = None,
+        **_ignored: Any,
+    ) -> tuple[Any, Any]:
         if sock is not None:
             raise SimulationError("create_datagram_endpoint(sock=...) is not simulated")
         node = runtime.require_node("create_datagram_endpoint")
@@ -51,8 +57,9 @@ class UdpStack:
         if remote_addr is not None:
             remote = (self.net.resolve(remote_addr[0]), int(remote_addr[1]))
         protocol = protocol_factory()
-        transport = DatagramTransport(self, boot, node, port, remote, protocol,
-                                      contextvars.copy_context())  # fmt: skip
+        transport = DatagramTransport(
+            self, boot, node, port, remote, protocol, contextvars.copy_context()
+        )
         self._bound[(node.index, port)] = transport
         protocol.connection_made(transport)
         return transport, protocol
@@ -78,12 +85,14 @@ class UdpStack:
         src_ip = "127.0.0.1" if ip.startswith("127.") else src.node.ip
         for _ in range(copies):
             at = self.loop.now + self.net.latency(src.node, dst)
-            self.loop.kernel_at(at, self._arrive, src.node, dst, int(addr[1]), data,
-                                (src_ip, src.port))  # fmt: skip
+            self.loop.kernel_at(
+                at, self._arrive, src.node, dst, int(addr[1]), data, (src_ip, src.port)
+            )
         self.loop.record_for(src.node.name, "udp_send", dst=dst.name, size=size, copies=copies)
 
-    def _arrive(self, src: Node, dst: Node, port: int, data: bytes,
-                from_addr: tuple[str, int]) -> None:  # fmt: skip
+    def _arrive(
+        self, src: Node, dst: Node, port: int, data: bytes, from_addr: tuple[str, int]
+    ) -> None:
         if not self.net.link_up(src, dst):
             self.loop.record_for(dst.name, "udp_drop", src=src.name, why="cut")
             return
@@ -102,9 +111,16 @@ class UdpStack:
 
 
 class DatagramTransport(asyncio.DatagramTransport):
-    def __init__(self, stack: UdpStack, boot: Boot, node: Node, port: int,
-                 remote: tuple[str, int] | None, protocol: asyncio.DatagramProtocol,
-                 ctx: contextvars.Context) -> None:  # fmt: skip
+    def __init__(
+        self,
+        stack: UdpStack,
+        boot: Boot,
+        node: Node,
+        port: int,
+        remote: tuple[str, int] | None,
+        protocol: asyncio.DatagramProtocol,
+        ctx: contextvars.Context,
+    ) -> None:
         super().__init__()
         self._stack = stack
         self.boot = boot
@@ -125,7 +141,9 @@ class DatagramTransport(asyncio.DatagramTransport):
 
     def sendto(self, data: Any, addr: Any = None) -> None:
         if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise TypeError(f"data argument must be a bytes-like object, not {type(data).__name__!r}")
+            raise TypeError(
+                f"data argument must be a bytes-like object, not {type(data).__name__!r}"
+            )
         if self._remote is not None:
             if addr not in (None, self._remote):
                 raise ValueError(f"Invalid address: must be None or {self._remote}")
