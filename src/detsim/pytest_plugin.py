@@ -15,6 +15,8 @@ Marker arguments: `seeds` (how many, default 1), `net` (NetConfig), `disk` (Disk
 - `DETSIM_TEST_CHECK_DETERMINISM=1`: run every seed twice and compare trace hashes.
 - `DETSIM_TEST_CONFIG`: a TOML file with `[net]` and `[disk]` tables (NetConfig, DiskConfig).
 - `DETSIM_ARTIFACTS`: where failing runs' artifacts go (default `<rootdir>/artifacts`).
+- `DETSIM_TRACE_HASH_OUT`: a file to which each seed's `<seed> <trace hash>` is appended
+  (how `detsim replay` checks a pytest artifact).
 
 A failing seed stops the test; its message ends with
 `reproduce with: DETSIM_TEST_SEED=<n> pytest <nodeid>` and the artifact's path.
@@ -142,13 +144,23 @@ def _run_seed(item: pytest.Function, seed: int, kwargs: dict[str, Any]) -> str:
     try:
         sim.run(item.obj(**funcargs))
     except Exception as exc:
+        _report_hash(sim)
         path = _write_artifact(item, sim, exc)
         raise AssertionError(
             f"{type(exc).__name__}: {exc}\n"
             f"reproduce with: DETSIM_TEST_SEED={seed} pytest {item.nodeid}\n"
             f"artifact: {path}"
         ) from exc
+    _report_hash(sim)
     return sim.trace_hash
+
+
+def _report_hash(sim: Simulation) -> None:
+    """For `detsim replay`: append this seed's trace hash to $DETSIM_TRACE_HASH_OUT."""
+    out = os.environ.get("DETSIM_TRACE_HASH_OUT")
+    if out:
+        with open(out, "a") as f:
+            f.write(f"{sim.seed} {sim.trace_hash}\n")
 
 
 def _write_artifact(item: pytest.Function, sim: Simulation, exc: BaseException) -> str:

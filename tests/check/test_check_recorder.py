@@ -171,3 +171,20 @@ def test_one_op_at_a_time() -> None:
 
     event = asyncio.run(asyncio.wait_for(main(), timeout=20))
     assert event.type == "info"
+
+
+def test_the_log_reads_the_clock_at_each_call_so_it_is_virtual_in_a_simulation():
+    import asyncio
+
+    import detsim
+    from detsim.check.recorder import HistoryLog
+
+    log = HistoryLog()
+    sim = detsim.Simulation(seed=1)
+
+    async def main():
+        await asyncio.sleep(2.5)
+        log.record("invoke", log.new_process(), "get", "x", None, None)
+
+    sim.run(main())
+    assert log.events[0].time == 2_500_000_000

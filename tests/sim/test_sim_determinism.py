@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import time
 
@@ -13,6 +14,7 @@ import detsim
 from detsim import NetConfig, Simulation
 
 _REAL_PERF_COUNTER = time.perf_counter  # captured before any simulation patches it
+_REAL_URANDOM = os.urandom
 
 
 def cluster(sim: Simulation):
@@ -125,3 +127,31 @@ def test_reading_the_trace_hash_does_not_change_it():
         return first
 
     assert run(reads_midway=True) == run(reads_midway=False)
+
+
+def test_delivered_bytes_are_in_the_hash_not_only_their_sizes():
+    def run(payload: bytes) -> str:
+        sim = Simulation(seed=1)
+        sim.add_node("n1", ip="10.0.0.1", init=lambda: echo_app.serve("0.0.0.0", 7000))
+        c1 = sim.add_node("c1", ip="10.0.0.2")
+
+        async def main():
+            await c1.spawn(echo_app.call("n1", 7000, [payload.decode()]))
+
+        sim.run(main())
+        return sim.trace_hash
+
+    assert run(b"abc") == run(b"abc")
+    assert run(b"abc") != run(b"abd")  # same size, other bytes
+
+
+def reads_real_entropy(sim: Simulation):
+    async def main():
+        await asyncio.sleep(int.from_bytes(_REAL_URANDOM(8), "little") / 2**64)
+
+    return main()
+
+
+def test_reading_real_entropy_behind_the_simulators_back_is_flagged():
+    with pytest.raises(detsim.NondeterminismError):
+        detsim.check_determinism(reads_real_entropy, 1)

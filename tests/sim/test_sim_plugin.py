@@ -99,3 +99,22 @@ async def test_marks(sim):
     result = pytester.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(failed=1)
     assert "seeds 3..5" in result.stdout.str() and "seed four fails" in result.stdout.str()
+
+
+def test_detsim_replay_reruns_a_pytest_artifact(pytester, monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    from detsim.cli import main
+
+    monkeypatch.setenv("DETSIM_ARTIFACTS", str(tmp_path))
+    pytester.makepyfile(test_mod=TESTS)
+    pytester.runpytest("-p", "no:cacheprovider", "-k", "test_fails").assert_outcomes(failed=1)
+    (artifact_path,) = tmp_path.glob("test_fails_on_some_seed-seed*.json")
+    result = CliRunner().invoke(main, ["replay", str(artifact_path)])
+    assert result.exit_code == 0, result.output
+    assert "same trace hash" in result.output and "status: failed" in result.output
+
+    data = json.loads(artifact_path.read_text())
+    data["trace_hash"] = "0" * 32
+    artifact_path.write_text(json.dumps(data))
+    assert CliRunner().invoke(main, ["replay", str(artifact_path)]).exit_code == 1

@@ -57,8 +57,13 @@ def check_params(names: Sequence[str], params: dict[str, Any]) -> None:
         registry[name].simulation(0, params)
 
 
-def make_tasks(names: Sequence[str], seeds: Sequence[int], params: dict[str, Any],
-               artifacts_dir: str | None, return_artifact: bool = False) -> list[Task]:  # fmt: skip
+def make_tasks(
+    names: Sequence[str],
+    seeds: Sequence[int],
+    params: dict[str, Any],
+    artifacts_dir: str | None,
+    return_artifact: bool = False,
+) -> list[Task]:
     if len(seeds) > MAX_SEEDS:
         raise ValueError(f"at most {MAX_SEEDS} seeds per campaign, got {len(seeds)}")
     return [Task(n, s, dict(params), artifacts_dir, return_artifact) for n in names for s in seeds]
@@ -97,8 +102,9 @@ def run_campaign(
     return CampaignReport(results, summarise(names, results), time.perf_counter() - started, jobs)
 
 
-def _writing(collect: Callable[[RunResult], None],
-             artifacts_dir: str | None) -> Callable[[RunResult], None]:  # fmt: skip
+def _writing(
+    collect: Callable[[RunResult], None], artifacts_dir: str | None
+) -> Callable[[RunResult], None]:
     """Remote workers send artifacts back: write them here, keep only the path."""
 
     def write_then_collect(result: RunResult) -> None:

@@ -30,8 +30,9 @@ def available() -> bool:
         return False
 
 
-def run_dask(tasks: Sequence[Task], address: str, jobs: int,
-             on_result: Callable[[RunResult], None]) -> None:  # fmt: skip
+def run_dask(
+    tasks: Sequence[Task], address: str, jobs: int, on_result: Callable[[RunResult], None]
+) -> None:
     import distributed
 
     with fixed_hash_seed():
@@ -51,8 +52,9 @@ def run_dask(tasks: Sequence[Task], address: str, jobs: int,
                 cluster.close()
 
 
-def _drain(client: Any, tasks: Sequence[Task], jobs: int,
-           on_result: Callable[[RunResult], None]) -> None:  # fmt: skip
+def _drain(
+    client: Any, tasks: Sequence[Task], jobs: int, on_result: Callable[[RunResult], None]
+) -> None:
     import distributed
 
     window = MAX_IN_FLIGHT_PER_JOB * max(jobs, 1)

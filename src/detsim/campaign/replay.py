@@ -1,7 +1,9 @@
 """Replay: rebuild the run an artifact records and compare trace hashes.
 
 An artifact's `replay` field says how to rebuild it. Supported here:
-`{"kind": "scenario", "scenario": NAME, "seed": S, "params": {...}}` (what campaigns write).
+`{"kind": "scenario", "scenario": NAME, "seed": S, "params": {...}}` (what campaigns write), and
+`{"kind": "pytest", "nodeid": ID, "seed": S, "rootdir": DIR}` (what the pytest plugin writes:
+the one test is rerun at that seed in a pytest subprocess, which reports its trace hash).
 The rerun happens in a fresh worker with the campaign's PYTHONHASHSEED (pool.run_in_worker),
 so it is the same run whatever the calling process's hash seed.
 
@@ -13,6 +15,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from detsim.campaign import pool
@@ -48,6 +54,8 @@ def load(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def task_for(data: dict[str, Any], where: str) -> Task:
     spec = data["replay"]
+    if isinstance(spec, dict) and spec.get("kind") == "pytest":
+        raise ReplayError(f"{where}: a pytest artifact: use replay_pytest")
     if not isinstance(spec, dict) or spec.get("kind") != "scenario":
         kind = spec.get("kind") if isinstance(spec, dict) else spec
         hint = f" ({spec['command']})" if isinstance(spec, dict) and "command" in spec else ""
@@ -60,6 +68,54 @@ def task_for(data: dict[str, Any], where: str) -> Task:
     except UnknownScenario as exc:
         raise ReplayError(f"{where}: {exc}") from None
     return Task(name, seed, params)
+
+
+PYTEST_REPLAY_TIMEOUT_S = 3600.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PytestReplay:
+    trace_hash: str | None  # None: the test did not reach the seed's run
+    passed: bool
+    output: str
+
+
+def pytest_spec(data: dict[str, Any], where: str) -> tuple[str, int, str]:
+    spec = data["replay"]
+    nodeid, seed, rootdir = spec.get("nodeid"), spec.get("seed"), spec.get("rootdir", ".")
+    if not isinstance(nodeid, str) or not isinstance(seed, int) or not isinstance(rootdir, str):
+        raise ReplayError(f"{where}: a pytest replay needs nodeid (str), seed (int), rootdir")
+    if not os.path.isdir(rootdir):
+        raise ReplayError(f"{where}: the test's rootdir {rootdir} is not here")
+    return nodeid, seed, rootdir
+
+
+def replay_pytest(data: dict[str, Any], where: str) -> PytestReplay:
+    """Rerun the pytest test of a plugin artifact at its seed; collect its trace hash."""
+    nodeid, seed, rootdir = pytest_spec(data, where)
+    with tempfile.TemporaryDirectory(prefix="detsim-replay-") as tmp:
+        hashes = Path(tmp) / "hashes"
+        env = {
+            **os.environ,
+            "DETSIM_TEST_SEED": str(seed),
+            "DETSIM_TEST_NUM": "1",
+            "DETSIM_TEST_JOBS": "1",
+            "DETSIM_TRACE_HASH_OUT": str(hashes),
+            "DETSIM_ARTIFACTS": tmp,
+        }
+        env.pop("DETSIM_TEST_CHECK_DETERMINISM", None)
+        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", nodeid]
+        proc = subprocess.run(
+            cmd,
+            cwd=rootdir,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=PYTEST_REPLAY_TIMEOUT_S,
+        )
+        lines = hashes.read_text().split() if hashes.exists() else []
+    trace_hash = lines[1] if len(lines) >= 2 and lines[0] == str(seed) else None
+    return PytestReplay(trace_hash, proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:])
 
 
 def replay(path: str | os.PathLike[str]) -> Replay:

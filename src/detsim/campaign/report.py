@@ -86,8 +86,15 @@ def summary_table(report: CampaignReport) -> Table:
     for s in report.summaries:
         name = s.scenario if s.expect_pass else f"{s.scenario} (planted bug)"
         failed = f"[red]{s.failures}[/red]" if s.failures else "0"
-        table.add_row(name, str(s.seeds), failed, f"{s.operations:,}", f"{s.virtual_s:,.1f}",
-                      f"{s.wall_s:,.2f}", f"{s.speed:,.0f}x")  # fmt: skip
+        table.add_row(
+            name,
+            str(s.seeds),
+            failed,
+            f"{s.operations:,}",
+            f"{s.virtual_s:,.1f}",
+            f"{s.wall_s:,.2f}",
+            f"{s.speed:,.0f}x",
+        )
     return table
 
 
@@ -95,8 +102,11 @@ def print_report(report: CampaignReport, console: Console) -> None:
     console.print(summary_table(report))
     failures = report.failures
     for result in failures[:MAX_FAILURES_LISTED]:
-        console.print(f"[red]FAILED[/red] {result.scenario} seed {result.seed}: "
-                      f"{result.summary[:MAX_SUMMARY_CHARS]}", markup=True)  # fmt: skip
+        console.print(
+            f"[red]FAILED[/red] {result.scenario} seed {result.seed}: "
+            f"{result.summary[:MAX_SUMMARY_CHARS]}",
+            markup=True,
+        )
         if result.artifact_path:
             console.print(f"  artifact:  {result.artifact_path}", markup=False)
         console.print(f"  reproduce: {reproduce_line(result)}", markup=False)

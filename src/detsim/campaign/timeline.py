@@ -21,15 +21,45 @@ LABEL_WIDTH_PX = 110
 PLOT_WIDTH_PX = 1400
 MAX_TOOLTIP_CHARS = 400
 
-FAULT_KINDS = frozenset({
-    "kill", "crash", "restart", "pause", "resume", "partition", "heal", "clog", "unclog",
-    "clog_node", "unclog_node", "set_latency", "set_loss", "set_clock", "set_disk",
-    "init_failed", "stream_timeout",
-})  # fmt: skip
-NETWORK_KINDS = frozenset({
-    "connect", "accept", "established", "closed", "reset", "rst", "refuse", "hold", "recv",
-    "listen", "connect_timeout", "udp_send", "udp_recv", "udp_drop",
-})  # fmt: skip
+FAULT_KINDS = frozenset(
+    {
+        "kill",
+        "crash",
+        "restart",
+        "pause",
+        "resume",
+        "partition",
+        "heal",
+        "clog",
+        "unclog",
+        "clog_node",
+        "unclog_node",
+        "set_latency",
+        "set_loss",
+        "set_clock",
+        "set_disk",
+        "init_failed",
+        "stream_timeout",
+    }
+)
+NETWORK_KINDS = frozenset(
+    {
+        "connect",
+        "accept",
+        "established",
+        "closed",
+        "reset",
+        "rst",
+        "refuse",
+        "hold",
+        "recv",
+        "listen",
+        "connect_timeout",
+        "udp_send",
+        "udp_recv",
+        "udp_drop",
+    }
+)
 COLOURS = {"fault": "#d62728", "net": "#7f9fbf", "user": "#9467bd", "other": "#8c8c8c"}
 
 
@@ -96,9 +126,11 @@ def _svg(events: Sequence[dict[str, Any]], lanes: list[str], end_s: float) -> st
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}">']
     for name, i in row.items():
         y = LANE_HEIGHT_PX * i
-        parts.append(f'<text x="4" y="{y + 17}" class="lane">{html.escape(name)}</text>'
-                     f'<line x1="{LABEL_WIDTH_PX}" y1="{y + 13}" x2="{width}" y2="{y + 13}" '
-                     'class="axis"/>')  # fmt: skip
+        parts.append(
+            f'<text x="4" y="{y + 17}" class="lane">{html.escape(name)}</text>'
+            f'<line x1="{LABEL_WIDTH_PX}" y1="{y + 13}" x2="{width}" y2="{y + 13}" '
+            'class="axis"/>'
+        )
     for event in events:
         parts.append(_mark(event, row, end_s, height))
     parts.append(_time_axis(end_s, height))
@@ -121,11 +153,15 @@ def _mark(event: dict[str, Any], row: dict[str, int], end_s: float, height: int)
         across = (
             f'<line x1="{x:.1f}" y1="0" x2="{x:.1f}" y2="{height - LANE_HEIGHT_PX}" class="fault"/>'
         )
-        return (f'<g>{across}<rect x="{x - 3:.1f}" y="{y + 5}" width="6" height="16" '
-                f'fill="{colour}"><title>{tip}</title></rect></g>')  # fmt: skip
+        return (
+            f'<g>{across}<rect x="{x - 3:.1f}" y="{y + 5}" width="6" height="16" '
+            f'fill="{colour}"><title>{tip}</title></rect></g>'
+        )
     size = 10 if cat == "user" else 6
-    return (f'<rect x="{x - size / 4:.1f}" y="{y + 13 - size / 2}" width="{size / 2}" '
-            f'height="{size}" fill="{colour}"><title>{tip}</title></rect>')  # fmt: skip
+    return (
+        f'<rect x="{x - size / 4:.1f}" y="{y + 13 - size / 2}" width="{size / 2}" '
+        f'height="{size}" fill="{colour}"><title>{tip}</title></rect>'
+    )
 
 
 def _time_axis(end_s: float, height: int) -> str:

@@ -171,10 +171,15 @@ def _edn_event(obj: object, number: int, source: str) -> Event | None:
     if etype == "fail" and f == "cas" and error_text != CAS_MISMATCH:
         error_text = error_text or "fail"
     return Event(
-        index=number, time=_int_or_zero(fields.get("time")), process=process, type=etype,
-        f=f, key=None if key is None else str(key), value=_plain(fields.get("value")),
+        index=number,
+        time=_int_or_zero(fields.get("time")),
+        process=process,
+        type=etype,
+        f=f,
+        key=None if key is None else str(key),
+        value=_plain(fields.get("value")),
         error=error_text,
-    )  # fmt: skip
+    )
 
 
 def _int_or_zero(value: object) -> int:

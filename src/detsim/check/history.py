@@ -274,10 +274,28 @@ def _close(
 def _operation(inv: Event, done: Event | None) -> Operation:
     if done is None or done.type == "info":
         return Operation(
-            inv.process, inv.f, inv.key, inv.value, None, "info",
-            None if done is None else done.error, inv.index, None, inv.time, None,
-        )  # fmt: skip
+            inv.process,
+            inv.f,
+            inv.key,
+            inv.value,
+            None,
+            "info",
+            None if done is None else done.error,
+            inv.index,
+            None,
+            inv.time,
+            None,
+        )
     return Operation(
-        inv.process, inv.f, inv.key, inv.value, done.value, done.type, done.error,
-        inv.index, done.index, inv.time, done.time,
-    )  # fmt: skip
+        inv.process,
+        inv.f,
+        inv.key,
+        inv.value,
+        done.value,
+        done.type,
+        done.error,
+        inv.index,
+        done.index,
+        inv.time,
+        done.time,
+    )

@@ -64,8 +64,10 @@ def _shown(result: CheckResult) -> list[Operation]:
         if id(op) not in window and (cut is None or op.invoke_index <= cut)
     ]
     room = max(0, MAX_OPS - len(window))
-    return sorted([*result.window, *before[-room:]] if room else list(result.window),
-                  key=lambda op: op.invoke_index)  # fmt: skip
+    return sorted(
+        [*result.window, *before[-room:]] if room else list(result.window),
+        key=lambda op: op.invoke_index,
+    )
 
 
 def _svg(result: CheckResult, ops: list[Operation]) -> str:

@@ -54,14 +54,20 @@ def no_retry() -> Retry:
     return Retry(NoBackoff(), 0)
 
 
+def _monotonic_ns() -> int:
+    return time.monotonic_ns()
+
+
 class HistoryLog:
     """Events in real-time order, with dense indices and fresh process ids."""
 
     def __init__(
-        self, clock: Callable[[], int] = time.monotonic_ns, max_events: int = MAX_LOG_EVENTS
+        self, clock: Callable[[], int] | None = None, max_events: int = MAX_LOG_EVENTS
     ) -> None:
         self.events: list[Event] = []
-        self._clock = clock
+        # Looked up at each call, not bound here: inside a simulation `time.monotonic_ns` is
+        # the virtual clock only while the simulation runs.
+        self._clock = clock if clock is not None else _monotonic_ns
         self._max_events = max_events
         self._next_process = 0
 

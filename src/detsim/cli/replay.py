@@ -10,6 +10,7 @@ a fresh worker process with the campaign's PYTHONHASHSEED. The lead registers `c
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -21,20 +22,28 @@ EXIT_SAME, EXIT_DIVERGED, EXIT_UNREADABLE = 0, 1, 2
 
 @click.command("replay")
 @click.argument("artifact_path", metavar="ARTIFACT.json", type=click.Path(dir_okay=False))
-@click.option("--html", "html_out", type=click.Path(dir_okay=False, writable=True), default=None,
-              help="Write the run's timeline (one lane per node, faults in red) here.")  # fmt: skip
+@click.option(
+    "--html",
+    "html_out",
+    type=click.Path(dir_okay=False, writable=True),
+    default=None,
+    help="Write the run's timeline (one lane per node, faults in red) here.",
+)
 def command(artifact_path: str, html_out: str | None) -> None:
     """Rerun the run recorded in ARTIFACT.json and check it is the same run."""
     ctx = click.get_current_context()
     try:
         data = replay_mod.load(artifact_path)
+        spec = data["replay"]
+        if isinstance(spec, dict) and spec.get("kind") == "pytest":
+            replay_mod.pytest_spec(data, artifact_path)
+            _write_timeline(data, html_out)
+            ctx.exit(_replay_pytest(data, artifact_path))
         task = replay_mod.task_for(data, artifact_path)
     except replay_mod.ReplayError as exc:
         click.echo(f"error: {exc}", err=True)
         ctx.exit(EXIT_UNREADABLE)
-    if html_out:
-        Path(html_out).write_text(timeline.render(data), encoding="utf-8")
-        click.echo(f"timeline written to {html_out}")
+    _write_timeline(data, html_out)
     click.echo(f"replaying {task.scenario} seed {task.seed} ...")
     result = pool.run_in_worker(task)
     expected = str(data["trace_hash"])
@@ -50,3 +59,29 @@ def command(artifact_path: str, html_out: str | None) -> None:
     if result.failure:
         click.echo(result.failure)
     ctx.exit(EXIT_SAME)
+
+
+def _write_timeline(data: dict[str, Any], html_out: str | None) -> None:
+    if html_out:
+        Path(html_out).write_text(timeline.render(data), encoding="utf-8")
+        click.echo(f"timeline written to {html_out}")
+
+
+def _replay_pytest(data: dict[str, Any], where: str) -> int:
+    spec = data["replay"]
+    click.echo(f"replaying {spec['nodeid']} seed {spec['seed']} under pytest ...")
+    result = replay_mod.replay_pytest(data, where)
+    expected = str(data["trace_hash"])
+    if result.trace_hash is None:
+        click.echo(f"error: the test did not run seed {spec['seed']}:\n{result.output}", err=True)
+        return EXIT_UNREADABLE
+    if result.trace_hash != expected:
+        click.echo(
+            f"NONDETERMINISM: the artifact's trace hash is {expected}, the replay's is "
+            f"{result.trace_hash}"
+        )
+        return EXIT_DIVERGED
+    click.echo(f"same trace hash {expected}: the run reproduces")
+    click.echo(f"status: {'passed' if result.passed else 'failed'}")
+    click.echo(result.output)
+    return EXIT_SAME

@@ -77,9 +77,15 @@ DEFAULT_ARTIFACTS_DIR = "artifacts"
     default=None,
     help="Run on a Dask cluster (scheduler address) or a local one.",
 )
-def command(scenarios: tuple[str, ...], seeds: int, seed: int | None, jobs: int | None,
-            artifacts_dir: str, param_items: tuple[str, ...],
-            dask_address: str | None) -> None:  # fmt: skip
+def command(
+    scenarios: tuple[str, ...],
+    seeds: int,
+    seed: int | None,
+    jobs: int | None,
+    artifacts_dir: str,
+    param_items: tuple[str, ...],
+    dask_address: str | None,
+) -> None:
     """Run scenarios x seeds under faults; report failures with the line that reproduces them."""
     ctx = click.get_current_context()
     names = _select(scenarios)
@@ -102,11 +108,24 @@ def command(scenarios: tuple[str, ...], seeds: int, seed: int | None, jobs: int 
     ctx.exit(EXIT_FAILED if report.failures else EXIT_OK)
 
 
-def _run(names: list[str], seeds: list[int], jobs: int, params: dict[str, object],
-         artifacts_dir: str, dask_address: str | None) -> CampaignReport:  # fmt: skip
+def _run(
+    names: list[str],
+    seeds: list[int],
+    jobs: int,
+    params: dict[str, object],
+    artifacts_dir: str,
+    dask_address: str | None,
+) -> CampaignReport:
     with progress_bar(len(names) * len(seeds)) as advance:
-        return run_campaign(names, seeds, jobs=jobs, params=params, artifacts_dir=artifacts_dir,
-                            dask_address=dask_address, on_result=advance)  # fmt: skip
+        return run_campaign(
+            names,
+            seeds,
+            jobs=jobs,
+            params=params,
+            artifacts_dir=artifacts_dir,
+            dask_address=dask_address,
+            on_result=advance,
+        )
 
 
 def _select(scenarios: tuple[str, ...]) -> list[str]:
@@ -135,8 +154,11 @@ def _parse_params(items: tuple[str, ...]) -> dict[str, object]:
 def _warn_hash_seeds(results: list[RunResult]) -> None:
     odd = sorted({r.hash_seed or "unset" for r in results if r.hash_seed != pool.HASH_SEED})
     if odd:
-        click.echo(f"warning: some workers ran with PYTHONHASHSEED={', '.join(odd)}, not "
-                   f"{pool.HASH_SEED}: their seeds may not replay elsewhere", err=True)  # fmt: skip
+        click.echo(
+            f"warning: some workers ran with PYTHONHASHSEED={', '.join(odd)}, not "
+            f"{pool.HASH_SEED}: their seeds may not replay elsewhere",
+            err=True,
+        )
 
 
 def _usage_error(message: str) -> None:

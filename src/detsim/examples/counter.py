@@ -98,8 +98,9 @@ class PeerLink:
 class Replica:
     """One replica of the counter. See the module header for the protocol and its rules."""
 
-    def __init__(self, name: str, peers: Sequence[Address] = (), *, safe: bool = True,
-                 bootstrap: bool = True) -> None:  # fmt: skip
+    def __init__(
+        self, name: str, peers: Sequence[Address] = (), *, safe: bool = True, bootstrap: bool = True
+    ) -> None:
         self.name = name
         self.safe = safe
         self.ops: dict[str, None] = {}  # an insertion-ordered set: replies never depend on hash

@@ -304,8 +304,14 @@ def build_unsafe(sim: Simulation, params: Params) -> Coroutine[Any, Any, Verdict
     return build(sim, params, safe=False)
 
 
-async def _main(sim: Simulation, cluster: Cluster, history: History, clients: list[Client],
-                client_nodes: list[Any], options: Options) -> Verdict:  # fmt: skip
+async def _main(
+    sim: Simulation,
+    cluster: Cluster,
+    history: History,
+    clients: list[Client],
+    client_nodes: list[Any],
+    options: Options,
+) -> Verdict:
     trace.event("options", **options.as_dict())
     nemesis = Nemesis(sim, cluster, options)
     tasks = [node.spawn(c.run()) for node, c in zip(client_nodes, clients, strict=False)]
@@ -332,8 +338,9 @@ async def _main(sim: Simulation, cluster: Cluster, history: History, clients: li
     return Verdict(True, operations, None, verdict_options)
 
 
-async def _liveness(sim: Simulation, cluster: Cluster, clients: list[Client],
-                    client_nodes: list[Any]) -> list[str]:  # fmt: skip
+async def _liveness(
+    sim: Simulation, cluster: Cluster, clients: list[Client], client_nodes: list[Any]
+) -> list[str]:
     deadline = sim.now + LIVENESS_RECOVERY_S
     while not cluster.healthy():
         if sim.now >= deadline:

@@ -26,6 +26,7 @@ import contextvars
 import errno
 import itertools
 import socket
+import zlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -426,7 +427,9 @@ class TcpStack:
         dst = pipe.dst
         if chunks:
             data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-            self.loop.record_for(dst.node.name, "recv", conn=pipe.serial, size=size)
+            # The bytes' CRC, not just their size: a run that sends other bytes is another run.
+            crc = zlib.crc32(data)
+            self.loop.record_for(dst.node.name, "recv", conn=pipe.serial, size=size, crc=crc)
             self.loop.soon_in(dst.ctx, self._data_received, dst, data)
             pipe.acks.append((now + self.net.latency(dst.node, pipe.src.node), size))
             transport = pipe.src.transport

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import errno
+import zlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -100,7 +101,9 @@ class UdpStack:
         if transport is None or transport.is_closing() or not transport.boot.alive:
             self.loop.record_for(dst.name, "udp_drop", src=src.name, why="no socket")
             return
-        self.loop.record_for(dst.name, "udp_recv", src=src.name, size=len(data))
+        self.loop.record_for(
+            dst.name, "udp_recv", src=src.name, size=len(data), crc=zlib.crc32(data)
+        )
         self.loop.soon_in(transport.ctx, transport.deliver, data, from_addr)
 
     def boot_down(self, boot: Boot) -> None:
