@@ -105,7 +105,7 @@ def test_replay_of_a_tampered_hash_reports_nondeterminism(
         ('{"name": "x", "seed": 1, "trace_hash": "h", "replay": {"kind": "scenario", '
          '"scenario": "nope", "seed": 1}}', "unknown scenario 'nope'"),
         ('{"name": "x", "seed": 1, "trace_hash": "h", "replay": {"kind": "pytest"}}',
-         "not a campaign scenario"),
+         "a pytest replay needs nodeid"),
     ],
 )  # fmt: skip
 def test_replay_of_a_bad_file_exits_2(tmp_path: Path, content: str, message: str) -> None:
