@@ -304,7 +304,9 @@ class TcpStack:
             self.loop.kernel_at(back, self._refused, ep, waiter)
             return
         server_ep = lst.accept_endpoint(ep)
-        self.loop.kernel_at(back, self._established, ep, server_ep, waiter)
+        # Paired now: what the server writes at once waits in its pipe until the client attaches.
+        self.pair(ep, server_ep)
+        self.loop.kernel_at(back, self._established, ep, waiter)
 
     def _syn_retry(self, ep: Endpoint, waiter: asyncio.Future[Endpoint], deadline: float) -> None:
         retry_at = self.loop.now + SYN_RETRY_S
@@ -318,11 +320,10 @@ class TcpStack:
                 ConnectionRefusedError(errno.ECONNREFUSED, f"Connect call failed ({ip!r}, {port})")
             )
 
-    def _established(
-        self, ep: Endpoint, server_ep: Endpoint, waiter: asyncio.Future[Endpoint]
-    ) -> None:
-        self.pair(ep, server_ep)
-        if waiter.done():  # the connecting task gave up (timeout, cancel): reset the server
+    def _established(self, ep: Endpoint, waiter: asyncio.Future[Endpoint]) -> None:
+        if waiter.done() or ep.closed:
+            # The connecting task gave up (timeout, cancel) or its process died: the SYN-ACK
+            # finds no socket, and the client's host answers it with a reset.
             ep.closed = True
             self._send_reset(ep)
             return
@@ -502,7 +503,7 @@ class TcpStack:
     def _send_reset(self, ep: Endpoint) -> None:
         """`ep` vanished abruptly (abort, kill, a late handshake): tell the peer, if it can hear."""
         peer = ep.peer
-        if peer is None or peer.closed:
+        if peer is None or peer.closed or ep.node.crashed:  # a powered-off host sends nothing
             return
         if ep.out is not None:
             ep.out.queue.clear()

@@ -1,0 +1,145 @@
+"""TCP edge cases: restarts while held, half-close, data into a closed socket, handshakes cut."""
+
+from __future__ import annotations
+
+import asyncio
+
+import echo_app
+import pytest
+
+from detsim import NetConfig, Simulation
+
+
+def test_a_peer_that_reboots_while_segments_are_held_answers_with_a_reset():
+    sim = Simulation(seed=1, net=NetConfig(stream_timeout=300.0))
+    sim.add_node("n1", ip="10.0.0.1", init=lambda: echo_app.serve("0.0.0.0", 7000))
+    c1 = sim.add_node("c1", ip="10.0.0.2")
+
+    async def client():
+        reader, writer = await asyncio.open_connection("n1", 7000)
+        writer.write(b"one\n")
+        await reader.readline()
+        await asyncio.sleep(1)  # n1 crashes meanwhile
+        writer.write(b"two\n")  # held: the host is off
+        try:
+            await reader.readline()
+        except ConnectionResetError:
+            return asyncio.get_running_loop().time()
+        return None
+
+    async def main():
+        task = c1.spawn(client())
+        await asyncio.sleep(0.5)
+        sim.crash("n1")
+        await asyncio.sleep(10)
+        assert not task.done()  # silence while the host is off
+        sim.restart("n1")  # the new process knows nothing of the old connection: RST
+        return await task
+
+    t = sim.run(main())
+    assert t is not None and 10.5 < t < 10.6
+
+
+def test_half_close_lets_the_server_answer_after_eof():
+    sim = Simulation(seed=2)
+
+    async def server():
+        async def handle(reader, writer):
+            data = await reader.read()  # to EOF
+            writer.write(data[::-1])
+            await writer.drain()
+            writer.close()
+
+        srv = await asyncio.start_server(handle, "0.0.0.0", 7000)
+        await srv.serve_forever()
+
+    sim.add_node("n1", ip="10.0.0.1", init=server)
+    c1 = sim.add_node("c1", ip="10.0.0.2")
+
+    async def client():
+        reader, writer = await asyncio.open_connection("n1", 7000)
+        writer.write(b"abc")
+        writer.write(b"def")
+        writer.write_eof()
+        reply = await reader.read()
+        writer.close()
+        return reply
+
+    async def main():
+        return await c1.spawn(client())
+
+    assert sim.run(main()) == b"fedcba"
+
+
+def test_data_sent_into_a_closed_socket_resets_the_sender():
+    sim = Simulation(seed=3)
+
+    async def server():
+        async def handle(reader, writer):
+            writer.close()  # hang up at once
+
+        srv = await asyncio.start_server(handle, "0.0.0.0", 7000)
+        await srv.serve_forever()
+
+    sim.add_node("n1", ip="10.0.0.1", init=server)
+    c1 = sim.add_node("c1", ip="10.0.0.2")
+
+    async def client():
+        reader, writer = await asyncio.open_connection("n1", 7000)
+        assert await reader.read() == b""  # the server's FIN
+        writer.write(b"late\n")  # into the closed socket: RST back
+        await asyncio.sleep(1)
+        with pytest.raises(ConnectionResetError):
+            writer.write(b"again\n")
+            await writer.drain()
+        return "reset"
+
+    async def main():
+        return await c1.spawn(client())
+
+    assert sim.run(main()) == "reset"
+    assert "rst" in [e["kind"] for e in sim.events]
+
+
+def test_killing_the_client_during_the_handshake_resets_the_server_side():
+    sim = Simulation(seed=4, net=NetConfig(latency=(0.05, 0.05)))
+    accepted = []
+
+    async def server():
+        async def handle(reader, writer):
+            accepted.append(True)
+            try:
+                await reader.read()
+            except ConnectionResetError:
+                accepted.append("reset")
+
+        srv = await asyncio.start_server(handle, "0.0.0.0", 7000)
+        await srv.serve_forever()
+
+    sim.add_node("n1", ip="10.0.0.1", init=server)
+    c1 = sim.add_node("c1", ip="10.0.0.2")
+
+    async def main():
+        c1.spawn(asyncio.open_connection("n1", 7000))
+        await asyncio.sleep(0.07)  # the SYN has arrived, the SYN-ACK is on its way back
+        sim.kill("c1")
+        await asyncio.sleep(1)
+        return list(accepted)
+
+    assert sim.run(main()) == [True, "reset"]
+
+
+def test_a_killed_server_resets_its_clients_and_its_port_is_free_after_restart():
+    sim = Simulation(seed=5)
+    sim.add_node("n1", ip="10.0.0.1", init=lambda: echo_app.serve("0.0.0.0", 7000))
+    c1 = sim.add_node("c1", ip="10.0.0.2")
+
+    async def main():
+        first = await c1.spawn(echo_app.call("n1", 7000, ["a"]))
+        for _ in range(3):  # the same port is bound again at every boot
+            sim.restart("n1")
+            await asyncio.sleep(0.1)
+        second = await c1.spawn(echo_app.call("n1", 7000, ["b"]))
+        return first, second
+
+    assert sim.run(main()) == (["A"], ["B"])
