@@ -222,8 +222,11 @@ class SimLoop(asyncio.BaseEventLoop):
         # This round runs what is ready now; what it schedules waits for the next round.
         self._ready = collections.deque()
         default = self.default_boot
+        if count == 1:  # the most common round: one callback, no list to build
+            self._run_handles(ready, [ready[0]._context.get(BOOT, default)])  # type: ignore[attr-defined]
+            return
         boots = [h._context.get(BOOT, default) for h in ready]  # type: ignore[attr-defined]
-        if count == 1 or boots.count(boots[0]) == count:
+        if boots.count(boots[0]) == count:
             self._run_handles(ready, boots)  # one boot: FIFO, nothing to decide
         else:
             self._run_interleaved(ready, boots)
