@@ -271,3 +271,32 @@ def test_buggify_is_false_outside_and_seeded_inside():
         return [detsim.buggify(1.0) for _ in range(10)]
 
     assert not any(Simulation(seed=1, buggify=False).run(off()))
+
+
+def test_interleaving_between_nodes_is_seeded_and_fifo_within_each_node():
+    def order(seed: int) -> list[str]:
+        sim = Simulation(seed=seed)
+        nodes = [sim.add_node(f"n{i}", ip=f"10.0.0.{i + 1}") for i in range(3)]
+        seen: list[str] = []
+
+        async def burst(name: str) -> None:
+            loop = asyncio.get_running_loop()
+            for i in range(5):
+                loop.call_soon(seen.append, f"{name}.{i}")  # all ready in the same round
+            await asyncio.sleep(1)
+
+        async def main():
+            await asyncio.gather(*(n.spawn(burst(n.name)) for n in nodes))
+
+        sim.run(main())
+        return seen
+
+    runs = {seed: order(seed) for seed in range(8)}
+    assert order(3) == runs[3]
+    assert len({tuple(r) for r in runs.values()}) > 1  # seeds give different interleavings
+    for seen in runs.values():
+        for name in ("n0", "n1", "n2"):
+            mine = [s for s in seen if s.startswith(name)]
+            assert mine == [f"{name}.{i}" for i in range(5)]  # FIFO within the node
+    # ... and they interleave at callback granularity, not node by node:
+    assert any(r[:5] != [f"{r[0][:2]}.{i}" for i in range(5)] for r in runs.values())
