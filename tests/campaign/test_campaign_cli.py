@@ -144,8 +144,10 @@ def test_params_reach_the_run_and_the_reproduce_line(tmp_path: Path) -> None:
     )
 
 
-@pytest.mark.skipif(dask_backend.available(), reason="dask is installed")
-def test_dask_without_dask_exits_2_saying_what_to_install() -> None:
+def test_dask_without_dask_exits_2_saying_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(dask_backend, "available", lambda: False)
     result = invoke(sim.command, "--dask", "local", "--seeds", "1")
     assert result.exit_code == 2 and "install detsim[dask]" in result.stderr
 

@@ -90,3 +90,47 @@ def test_user_trace_events_are_recorded():
     sim.run(main())
     assert {"t": 2.0, "node": "supervisor", "kind": "checkpoint", "value": 42} in sim.events
     detsim.trace.event("outside")  # outside a simulation: nothing, no error
+
+
+def test_other_threads_stay_in_the_real_world_while_a_simulation_runs():
+    import socket
+
+    seen_times: list[float] = []
+    errors: list[BaseException] = []
+    stop = threading.Event()
+    started = threading.Event()
+
+    def background() -> None:
+        try:
+            started.set()
+            while not stop.is_set():
+                seen_times.append(time.time())
+                random.random()
+                with socket.socket() as s:  # a real socket: fileno is a real descriptor
+                    assert s.fileno() >= 0
+                time.sleep(0.0005)  # a real sleep, not refused
+        except BaseException as exc:
+            errors.append(exc)
+
+    async def busy():
+        for _ in range(20_000):
+            await asyncio.sleep(0.001)
+        return time.time(), random.random()
+
+    def run() -> tuple[object, str]:
+        sim = Simulation(seed=4)
+        return sim.run(busy()), sim.trace_hash
+
+    alone = run()
+    thread = threading.Thread(target=background)
+    thread.start()
+    started.wait()
+    try:
+        beside = run()
+    finally:
+        stop.set()
+        thread.join()
+    assert errors == []
+    assert beside == alone  # the simulation is not disturbed by the thread...
+    assert len(seen_times) > 5
+    assert min(seen_times) > detsim.sim.clock.EPOCH_S + 3600 * 24 * 365  # ...nor it by the sim

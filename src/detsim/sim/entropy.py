@@ -1,24 +1,29 @@
 """The simulation's hold on time and entropy: what is patched while a simulation runs.
 
 Owned here: the process-wide patches that make unmodified code deterministic inside a
-simulation, installed when a simulation's loop starts running and restored when it stops.
+simulation. Each patched function dispatches per call: in a thread that is running a
+simulation (`runtime.active()`), it answers from that simulation; in any other thread it is the
+real function. So a Dask worker's event loop, a logging thread or a second simulation in another
+thread are untouched by a simulation running beside them.
 
 - time: `time.time`, `time_ns`, `monotonic`, `monotonic_ns`, `perf_counter`, `perf_counter_ns`,
   `process_time` read the calling node's virtual clock; `time.sleep` raises SimulationError.
 - datetime: `datetime.datetime` is replaced by a subclass whose `now`, `utcnow` and `today`
   read the virtual clock (code that imported the class before the patch keeps the real one:
   import the module, not the name).
-- entropy: the `random` module's functions draw from one seeded generator whose draws are folded
-  into the trace; `random.Random()` without a seed, `os.urandom`, `secrets` and `uuid.uuid4`
-  are seeded from the simulation. The `random` module's state is restored afterwards.
+- entropy: the `random` module's functions draw from the simulation's own generator
+  (`SimRandom`, seeded from the simulation, every draw folded into the trace), so the real
+  module state is never touched; `random.Random()` without a seed, `os.urandom`, `secrets` and
+  `uuid.uuid4` are seeded from the simulation.
 - threads: `threading.Thread.start` raises SimulationError (the loop runs executors inline).
-- sockets: `socket.socket` builds simulated sockets (for libraries that connect a socket
-  themselves, such as aiohttp through aiohappyeyeballs), `socket.getaddrinfo` resolves
-  simulated names, so nothing reaches the real network.
+- sockets: `socket.socket` builds simulated sockets (for libraries that create and connect a
+  socket themselves, such as aiohttp through aiohappyeyeballs), `socket.getaddrinfo` and
+  `gethostbyname` resolve simulated names, so nothing reaches the real network.
 
-Rules: the originals are captured at import (the simulator itself reads real time only through
-`real_monotonic`, for wall-clock reports); installing twice is an error (one simulation runs at
-a time in a thread); every patch is undone in reverse order even if a later one failed.
+Rules: the originals are captured at import (the simulator reads real time only through
+`real_monotonic`, for wall-clock reports); the patches are installed when the first thread
+enters a simulation and removed when the last one leaves (`acquire` / `release`, counted under
+a lock), every one undone in reverse order even if a later one failed.
 """
 
 from __future__ import annotations
@@ -29,12 +34,10 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from detsim.sim import runtime
-from detsim.sim.clock import NodeClock
 from detsim.sim.errors import SimulationError
 
 if TYPE_CHECKING:
@@ -44,41 +47,89 @@ real_monotonic: Callable[[], float] = time.monotonic
 real_perf_counter: Callable[[], float] = time.perf_counter
 _REAL_DATETIME = _datetime.datetime
 _REAL_RANDOM_SEED = random.Random.seed
+_REAL_SOCKET = socket.socket
+_REAL = {
+    name: getattr(time, name)
+    for name in (
+        "time",
+        "time_ns",
+        "monotonic",
+        "monotonic_ns",
+        "perf_counter",
+        "perf_counter_ns",
+        "process_time",
+        "sleep",
+    )
+}
+_REAL_URANDOM = os.urandom
+_REAL_THREAD_START = threading.Thread.start
+_REAL_GETADDRINFO = socket.getaddrinfo
+_REAL_GETHOSTBYNAME = socket.gethostbyname
 
 
-def _clock_of_caller() -> tuple[NodeClock, float]:
+def _loop() -> SimLoop | None:
     sim = runtime.active()
-    assert sim is not None, "patched clock called outside a simulation"
-    boot = runtime.BOOT.get(sim.loop.default_boot)
-    return boot.node_clock, sim.loop.now
+    return None if sim is None else sim.loop
+
+
+def _wall(loop: SimLoop) -> float:
+    return runtime.BOOT.get(loop.default_boot).node_clock.wall(loop.now)
+
+
+def _mono(loop: SimLoop) -> float:
+    return runtime.BOOT.get(loop.default_boot).node_clock.monotonic(loop.now)
+
+
+# --- time ---------------------------------------------------------------------------------
 
 
 def sim_time() -> float:
-    clock, now = _clock_of_caller()
-    return clock.wall(now)
+    loop = _loop()
+    return _REAL["time"]() if loop is None else _wall(loop)
+
+
+def sim_time_ns() -> int:
+    loop = _loop()
+    return _REAL["time_ns"]() if loop is None else int(_wall(loop) * 1e9)
 
 
 def sim_monotonic() -> float:
-    clock, now = _clock_of_caller()
-    return clock.monotonic(now)
+    loop = _loop()
+    return _REAL["monotonic"]() if loop is None else _mono(loop)
 
 
-def _blocking_sleep(seconds: float) -> None:
+def sim_monotonic_ns() -> int:
+    loop = _loop()
+    return _REAL["monotonic_ns"]() if loop is None else int(_mono(loop) * 1e9)
+
+
+def sim_perf_counter() -> float:
+    loop = _loop()
+    return _REAL["perf_counter"]() if loop is None else _mono(loop)
+
+
+def sim_perf_counter_ns() -> int:
+    loop = _loop()
+    return _REAL["perf_counter_ns"]() if loop is None else int(_mono(loop) * 1e9)
+
+
+def sim_process_time() -> float:
+    loop = _loop()
+    return _REAL["process_time"]() if loop is None else _mono(loop)
+
+
+def sim_sleep(seconds: float) -> None:
+    if _loop() is None:
+        _REAL["sleep"](seconds)
+        return
     raise SimulationError(
         f"time.sleep({seconds!r}) inside a simulation would block every node: "
         "use `await asyncio.sleep(...)`"
     )
 
 
-def _thread_start(self: threading.Thread) -> None:
-    raise SimulationError(
-        f"starting thread {self.name!r} inside a simulation: threads are not simulated; use "
-        "`await loop.run_in_executor(None, fn)` or `asyncio.to_thread(fn)`, which run inline"
-    )
-
-
 class SimDatetime(_REAL_DATETIME):
-    """`datetime.datetime` whose clock is the simulation's."""
+    """`datetime.datetime` whose clock is the simulation's (in a simulation's thread)."""
 
     @classmethod
     def now(cls, tz: _datetime.tzinfo | None = None) -> SimDatetime:
@@ -92,6 +143,9 @@ class SimDatetime(_REAL_DATETIME):
     @classmethod
     def today(cls) -> SimDatetime:
         return cls.fromtimestamp(sim_time())
+
+
+# --- entropy ------------------------------------------------------------------------------
 
 
 class SimRandom(random.Random):
@@ -113,99 +167,154 @@ class SimRandom(random.Random):
 
 
 # Module-level names of `random` that are bound methods of its hidden instance.
+_RANDOM_INSTANCE: random.Random = random._inst
 _RANDOM_FUNCTIONS = tuple(
     name
     for name in dir(random)
-    if not name.startswith("_") and getattr(getattr(random, name), "__self__", None) is random._inst
+    if not name.startswith("_")
+    and getattr(getattr(random, name), "__self__", None) is _RANDOM_INSTANCE
 )
 
 
-class Patches:
-    """Install and undo the patches for one simulation's loop."""
+def _random_dispatch(name: str) -> Callable[..., Any]:
+    real = getattr(random, name)
 
-    def __init__(self, loop: SimLoop) -> None:
-        self._loop = loop
-        self._undo: list[Callable[[], None]] = []
+    def dispatch(*args: Any, **kwargs: Any) -> Any:
+        loop = _loop()
+        if loop is None:
+            return real(*args, **kwargs)
+        return getattr(loop.user_random, name)(*args, **kwargs)
 
-    def _set(self, owner: Any, name: str, value: Any) -> None:
-        old = getattr(owner, name)
-        setattr(owner, name, value)
-        self._undo.append(lambda: setattr(owner, name, old))
-
-    def install(self) -> None:
-        if self._undo:
-            raise SimulationError("simulation patches installed twice")
-        try:
-            self._install_time()
-            self._install_entropy()
-            self._install_threads_and_sockets()
-        except BaseException:
-            self.uninstall()
-            raise
-
-    def uninstall(self) -> None:
-        while self._undo:
-            self._undo.pop()()
-
-    def _install_time(self) -> None:
-        def sim_ns() -> int:
-            return int(sim_time() * 1e9)
-
-        def sim_mono_ns() -> int:
-            return int(sim_monotonic() * 1e9)
-
-        for name, fn in (
-            ("time", sim_time),
-            ("time_ns", sim_ns),
-            ("monotonic", sim_monotonic),
-            ("monotonic_ns", sim_mono_ns),
-            ("perf_counter", sim_monotonic),
-            ("perf_counter_ns", sim_mono_ns),
-            ("process_time", sim_monotonic),
-            ("sleep", _blocking_sleep),
-        ):
-            self._set(time, name, fn)
-        self._set(_datetime, "datetime", SimDatetime)
-
-    def _install_entropy(self) -> None:
-        loop = self._loop
-        rng = SimRandom(loop.derive_seed("random"), loop)
-        state = random.getstate()
-        self._undo.append(lambda: random.setstate(state))
-        for name in _RANDOM_FUNCTIONS:
-            self._set(random, name, getattr(rng, name))
-
-        def urandom(n: int) -> bytes:
-            if n < 0:
-                raise ValueError("negative argument not allowed")
-            data = loop.entropy.randbytes(n)
-            loop.trace.mix(n, int.from_bytes(data[:8], "little"))
-            return data
-
-        def seed(self: random.Random, a: Any = None, version: int = 2) -> None:
-            if a is None:  # Random() with no seed: the simulation picks it
-                a = loop.entropy.getrandbits(64)
-                loop.trace.mix(a)
-            _REAL_RANDOM_SEED(self, a, version)
-
-        self._set(os, "urandom", urandom)
-        self._set(random, "_urandom", urandom)
-        self._set(random.Random, "seed", seed)
-
-    def _install_threads_and_sockets(self) -> None:
-        from detsim.sim.net import sockets
-
-        self._set(threading.Thread, "start", _thread_start)
-        self._set(socket, "socket", sockets.SimSocket)
-        self._set(socket, "getaddrinfo", sockets.getaddrinfo_blocking)
-        self._set(socket, "gethostbyname", sockets.gethostbyname)
+    dispatch.__name__ = dispatch.__qualname__ = name
+    dispatch.__doc__ = real.__doc__
+    return dispatch
 
 
-@contextmanager
-def installed(loop: SimLoop) -> Iterator[None]:
-    patches = Patches(loop)
-    patches.install()
+def sim_urandom(n: int) -> bytes:
+    loop = _loop()
+    if loop is None:
+        return _REAL_URANDOM(n)
+    if n < 0:
+        raise ValueError("negative argument not allowed")
+    data = loop.entropy.randbytes(n)
+    loop.trace.mix(n, int.from_bytes(data[:8], "little"))
+    return data
+
+
+def sim_random_seed(self: random.Random, a: Any = None, version: int = 2) -> None:
+    loop = _loop()
+    if a is None and loop is not None:  # Random() with no seed: the simulation picks it
+        a = loop.entropy.getrandbits(64)
+        loop.trace.mix(a)
+    _REAL_RANDOM_SEED(self, a, version)
+
+
+# --- threads and sockets ------------------------------------------------------------------
+
+
+def sim_thread_start(self: threading.Thread) -> None:
+    if _loop() is None:
+        _REAL_THREAD_START(self)
+        return
+    raise SimulationError(
+        f"starting thread {self.name!r} inside a simulation: threads are not simulated; use "
+        "`await loop.run_in_executor(None, fn)` or `asyncio.to_thread(fn)`, which run inline"
+    )
+
+
+class DispatchSocket(_REAL_SOCKET):
+    """`socket.socket` while patched: a real socket, or in a simulation's thread a SimSocket."""
+
+    __slots__ = ()
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        if _loop() is not None:
+            from detsim.sim.net.sockets import SimSocket
+
+            return SimSocket(*args, **kwargs)
+        return super().__new__(cls, *args, **kwargs)
+
+
+def sim_getaddrinfo(
+    host: Any, port: Any, family: int = 0, type: int = 0, proto: int = 0, flags: int = 0
+) -> list[tuple[Any, ...]]:
+    sim = runtime.active()
+    if sim is None:
+        return _REAL_GETADDRINFO(host, port, family, type, proto, flags)
+    return list(sim.net.getaddrinfo(host, port, family=family, type=type, proto=proto))
+
+
+def sim_gethostbyname(host: str) -> str:
+    sim = runtime.active()
+    if sim is None:
+        return _REAL_GETHOSTBYNAME(host)
+    ip: str = sim.net.resolve(host)
+    return ip
+
+
+# --- installing ---------------------------------------------------------------------------
+
+_lock = threading.Lock()
+_holders = 0  # threads inside a simulation
+_undo: list[Callable[[], None]] = []
+
+
+def _patches() -> list[tuple[Any, str, Any]]:
+    out: list[tuple[Any, str, Any]] = [
+        (time, "time", sim_time),
+        (time, "time_ns", sim_time_ns),
+        (time, "monotonic", sim_monotonic),
+        (time, "monotonic_ns", sim_monotonic_ns),
+        (time, "perf_counter", sim_perf_counter),
+        (time, "perf_counter_ns", sim_perf_counter_ns),
+        (time, "process_time", sim_process_time),
+        (time, "sleep", sim_sleep),
+        (_datetime, "datetime", SimDatetime),
+        (os, "urandom", sim_urandom),
+        (random, "_urandom", sim_urandom),
+        (random.Random, "seed", sim_random_seed),
+        (threading.Thread, "start", sim_thread_start),
+        (socket, "socket", DispatchSocket),
+        (socket, "getaddrinfo", sim_getaddrinfo),
+        (socket, "gethostbyname", sim_gethostbyname),
+    ]
+    out += [(random, name, _random_dispatch(name)) for name in _RANDOM_FUNCTIONS]
+    return out
+
+
+def _install() -> None:
     try:
-        yield
-    finally:
-        patches.uninstall()
+        for owner, name, value in _patches():
+            _undo.append(_restorer(owner, name, getattr(owner, name)))
+            setattr(owner, name, value)
+    except BaseException:
+        _uninstall()
+        raise
+
+
+def _restorer(owner: Any, name: str, old: Any) -> Callable[[], None]:
+    return lambda: setattr(owner, name, old)
+
+
+def _uninstall() -> None:
+    while _undo:
+        _undo.pop()()
+
+
+def acquire() -> None:
+    """A thread enters a simulation: install the patches if it is the first."""
+    global _holders
+    with _lock:
+        if _holders == 0:
+            _install()
+        _holders += 1
+
+
+def release() -> None:
+    """A thread leaves a simulation: remove the patches if it was the last."""
+    global _holders
+    with _lock:
+        assert _holders > 0, "release() without acquire()"
+        _holders -= 1
+        if _holders == 0:
+            _uninstall()

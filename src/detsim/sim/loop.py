@@ -75,6 +75,8 @@ class SimLoop(asyncio.BaseEventLoop):
         self.callbacks = 0  # callbacks handed to those rounds
         self._sched_rng = self.derived_random("schedule")
         self.entropy = self.derived_random("entropy")
+        # What the `random` module's functions draw from in this simulation (entropy.py).
+        self.user_random = entropy.SimRandom(self.derive_seed("random"), self)
         self._boots: list[Boot] = []
         self.kernel_boot = self.new_boot("kernel", None, NodeClock())
         self.supervisor_boot = self.new_boot("supervisor", None, NodeClock())
@@ -559,16 +561,19 @@ class SimLoop(asyncio.BaseEventLoop):
 
 
 class _WorldEntered:
-    """Context manager: patches installed and the simulation registered as active."""
+    """Context manager: this thread is in the simulation, and the patches are installed."""
 
     def __init__(self, loop: SimLoop) -> None:
         self._loop = loop
-        self._patches = entropy.Patches(loop)
 
     def __enter__(self) -> None:
-        self._patches.install()
-        runtime._active.append(self._loop.sim)
+        runtime.enter(self._loop.sim)
+        try:
+            entropy.acquire()
+        except BaseException:
+            runtime.leave(self._loop.sim)
+            raise
 
     def __exit__(self, *exc: object) -> None:
-        runtime._active.pop()
-        self._patches.uninstall()
+        entropy.release()
+        runtime.leave(self._loop.sim)

@@ -11,6 +11,7 @@ simulation. Nothing in this module imports the loop, so it is cheap to import fr
 from __future__ import annotations
 
 import contextvars
+import threading
 from typing import TYPE_CHECKING
 
 from detsim.sim.errors import SimulationError
@@ -22,13 +23,31 @@ if TYPE_CHECKING:
 # The incarnation ("boot") of the node whose code is running. Unset: the loop's default boot.
 BOOT: contextvars.ContextVar[Boot] = contextvars.ContextVar("detsim_boot")
 
-# The simulation whose loop is running in this thread (one at a time; see world.Simulation.run).
-_active: list[Simulation] = []
+
+class _ThreadState(threading.local):
+    """Per thread: the simulation running in it. Other threads of the process (a Dask worker's
+    event loop, a logging thread) are not in it and see the real world."""
+
+    sim: Simulation | None = None
+
+
+_thread = _ThreadState()
 
 
 def active() -> Simulation | None:
-    """The running simulation, or None outside one."""
-    return _active[-1] if _active else None
+    """The simulation running in the calling thread, or None outside one."""
+    return _thread.sim
+
+
+def enter(sim: Simulation) -> None:
+    if _thread.sim is not None:
+        raise SimulationError("a simulation is already running in this thread")
+    _thread.sim = sim
+
+
+def leave(sim: Simulation) -> None:
+    assert _thread.sim is sim, "leaving a simulation this thread is not in"
+    _thread.sim = None
 
 
 def current_boot() -> Boot | None:

@@ -6,8 +6,7 @@
   create and connect a socket themselves and hand it to `create_connection(sock=...)`
   (aiohttp does, through aiohappyeyeballs). Only the non-blocking path through the loop is
   simulated; a blocking `connect`, `send` or `recv` raises SimulationError.
-- blocking name resolution (`socket.getaddrinfo`, `gethostbyname`) answered from the
-  simulation's names, so no DNS query leaves the process.
+(Blocking name resolution is answered from the simulation's names in `entropy`.)
 """
 
 from __future__ import annotations
@@ -133,21 +132,3 @@ class SimSocket(SocketInfo):
 
     def accept(self) -> Any:
         self._blocking("accept")
-
-
-def _require_sim() -> Any:
-    sim = runtime.active()
-    if sim is None:
-        raise SimulationError("simulated name resolution outside a simulation")
-    return sim
-
-
-def getaddrinfo_blocking(
-    host: Any, port: Any, family: int = 0, type: int = 0, proto: int = 0, flags: int = 0
-) -> list[tuple[Any, ...]]:
-    return list(_require_sim().net.getaddrinfo(host, port, family=family, type=type, proto=proto))
-
-
-def gethostbyname(host: str) -> str:
-    ip: str = _require_sim().net.resolve(host)
-    return ip
