@@ -2,7 +2,8 @@
 # The simulator's and the disk layer's tests on every other supported Python (3.12, 3.13):
 # asyncio's internals differ between versions, and the simulator drives them. The default
 # Python (3.11) runs the whole suite in `make test`; this runs tests/sim and tests/fs in a venv
-# per version (.venv-3.12, .venv-3.13), created on first use.
+# per version (.venv-3.12, .venv-3.13), created on first use. It also checks that a seed is the
+# same run on every version: the trace hashes of a few chaos seeds must equal 3.11's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +18,10 @@ find_python() {  # prints the path of pythonX.Y, via PATH or pyenv; nothing if a
     if [ -n "$full" ]; then echo "$(pyenv root)/versions/$full/bin/python$v"; fi
   fi
 }
+
+hashes() { (cd tests/sim && "$1" print_trace_hashes.py); }
+reference=$(hashes "$PWD/.venv/bin/python")
+echo "trace hashes on $(.venv/bin/python -V): $reference"
 
 status=0
 for v in 3.12 3.13; do
@@ -34,5 +39,12 @@ for v in 3.12 3.13; do
   fi
   echo "== Python $v: tests/sim tests/fs"
   "$venv/bin/python" -m pytest -q tests/sim tests/fs tests/test_layers.py || status=1
+  mine=$(hashes "$PWD/$venv/bin/python")
+  if [ "$mine" != "$reference" ]; then
+    echo "FAILED: Python $v gives other trace hashes for the same seeds: $mine" >&2
+    status=1
+  else
+    echo "Python $v: the same trace hashes for the same seeds"
+  fi
 done
 exit $status
