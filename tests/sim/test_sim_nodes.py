@@ -55,10 +55,10 @@ def test_a_killed_nodes_code_never_runs_again_not_even_finally():
         return seen_at_kill
 
     seen_at_kill = sim.run(main())
-    assert seen_at_kill == [1.0, 2.0, 3.0]
-    assert ran[:3] == [1.0, 2.0, 3.0]
-    # After the run the world is torn down: pending coroutines are closed then, frozen.
-    assert "finally" not in seen_at_kill
+    assert seen_at_kill == [1.0, 2.0, 3.0]  # no finally at kill time, nor 10 s later
+    # Only when the world is torn down, after main returned, are leftover coroutines closed
+    # (rather than at some garbage collection outside the simulation), with the trace frozen:
+    assert ran == [1.0, 2.0, 3.0, "finally"]
 
 
 def test_restart_runs_init_again_and_crash_then_restart():
