@@ -1,7 +1,8 @@
 """A self-contained HTML page for a counterexample: one lane per process, one bar per op.
 
 Owns the rendering only (no external assets, no scripts needed): the offending key's ops
-around the violation, x = order of history indices (real time), bars labelled with the op;
+around the violation, x = order of history indices (real time, stretched so that every bar
+holds its label), bars labelled with the op;
 the ops of the minimal window highlighted, the op that cannot be linearized outlined, the end
 of the longest linearizable prefix marked by a line, open (info) ops drawn to the right edge.
 Bound: at most MAX_OPS ops are drawn (the window always, then the closest ops before it).
@@ -17,7 +18,8 @@ from detsim.check.history import Operation
 
 MAX_OPS: Final = 400
 LANE_PX: Final = 28
-STEP_PX: Final = 18
+STEP_PX: Final = 18  # at least this between two history indices
+CHAR_PX: Final = 6.6  # width of one character of an 11px label, for the layout
 LEFT_PX: Final = 90
 
 _CSS: Final = """
@@ -39,7 +41,7 @@ def render_html(result: CheckResult, title: str = "history") -> str:
         return head + f"<h1>{_e(title)}</h1><pre>{_e(result.explain())}</pre></body></html>"
     ops = _shown(result)
     body = [
-        f"<h1>{_e(title)}: not linearizable on key {_e(repr(result.key))}</h1>",
+        f"<h1>{_e(title)}: not linearizable {_e(_where(result))}</h1>",
         "<p class='legend'><span style='background:#ffd9a8'>minimal window</span>"
         "<span style='background:#ff9b9b'>cannot be linearized</span>"
         "<span style='background:#eee'>open (info: may take effect or not)</span>"
@@ -49,6 +51,10 @@ def render_html(result: CheckResult, title: str = "history") -> str:
         f"<pre>{_e(result.explain())}</pre>",
     ]
     return head + "".join(body) + "</body></html>"
+
+
+def _where(result: CheckResult) -> str:
+    return "(a single register)" if result.key is None else f"on key {result.key!r}"
 
 
 def _e(text: str) -> str:
@@ -70,10 +76,32 @@ def _shown(result: CheckResult) -> list[Operation]:
     )
 
 
-def _svg(result: CheckResult, ops: list[Operation]) -> str:
+def _label_px(op: Operation) -> int:
+    return int(CHAR_PX * len(op.describe())) + 8
+
+
+def _layout(ops: list[Operation]) -> dict[int, int]:
+    """x of every history index: in index order, at least STEP_PX apart, and each op's
+    completion far enough right of its invocation for its label to fit inside its bar."""
     marks = sorted({i for op in ops for i in (op.invoke_index, op.complete_index) if i is not None})
-    x_of = {index: LEFT_PX + rank * STEP_PX for rank, index in enumerate(marks)}
-    right = LEFT_PX + (len(marks) + 8) * STEP_PX
+    widest_ending_at: dict[int, list[Operation]] = {}
+    for op in ops:
+        if op.complete_index is not None:
+            widest_ending_at.setdefault(op.complete_index, []).append(op)
+    x_of: dict[int, int] = {}
+    x = LEFT_PX - STEP_PX
+    for index in marks:
+        x += STEP_PX
+        for op in widest_ending_at.get(index, ()):
+            x = max(x, x_of[op.invoke_index] + _label_px(op))
+        x_of[index] = x
+    return x_of
+
+
+def _svg(result: CheckResult, ops: list[Operation]) -> str:
+    x_of = _layout(ops)
+    widest_open = max((_label_px(op) for op in ops if op.complete_index is None), default=0)
+    right = max(x_of.values(), default=LEFT_PX) + max(8 * STEP_PX, widest_open)
     lanes = {p: n for n, p in enumerate(sorted({op.process for op in ops}))}
     height = (len(lanes) + 1) * LANE_PX
     parts = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{right + 160}' height='{height}'>"]
