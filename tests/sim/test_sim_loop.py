@@ -300,3 +300,28 @@ def test_interleaving_between_nodes_is_seeded_and_fifo_within_each_node():
             assert mine == [f"{name}.{i}" for i in range(5)]  # FIFO within the node
     # ... and they interleave at callback granularity, not node by node:
     assert any(r[:5] != [f"{r[0][:2]}.{i}" for i in range(5)] for r in runs.values())
+
+
+@pytest.mark.skipif(
+    not hasattr(asyncio, "eager_task_factory"), reason="eager tasks are new in Python 3.12"
+)
+def test_eager_task_factory_on_a_node():
+    sim = Simulation(seed=1)
+    n1 = sim.add_node("n1", ip="10.0.0.1")
+
+    async def child(i):
+        await asyncio.sleep(i)
+        return i
+
+    async def work():
+        asyncio.get_running_loop().set_task_factory(asyncio.eager_task_factory)
+        first = asyncio.create_task(asyncio.sleep(0, result="eager"))
+        rest = [asyncio.create_task(child(i)) for i in range(3)]
+        return await first, await asyncio.gather(*rest), asyncio.get_running_loop().time()
+
+    async def main():
+        result = await n1.spawn(work())
+        sim.kill("n1")
+        return result
+
+    assert sim.run(main()) == ("eager", [0, 1, 2], 2.0)
