@@ -46,6 +46,7 @@ BOOT = runtime.BOOT
 MAX_SPAWNED_TRACKED = 1_024  # per boot; done futures are pruned past this
 MAX_READY_CALLBACKS = 5_000_000  # callbacks ready in one round: past it, a runaway loop
 MAX_TIMERS = 5_000_000  # pending timers across the world
+MAX_DEAD_TASKS = 1_000_000  # tasks of killed or crashed boots, kept until the end of the run
 _MIN_SCHEDULED_TIMER_HANDLES = 100
 _MIN_CANCELLED_TIMER_HANDLES_FRACTION = 0.5
 
@@ -368,6 +369,11 @@ class SimLoop(asyncio.BaseEventLoop):
         for task in boot.tasks.values():
             task._log_destroy_pending = False  # type: ignore[attr-defined]
             self._graveyard.append(task)
+        if len(self._graveyard) > MAX_DEAD_TASKS:
+            raise SimulationError(
+                f"more than {MAX_DEAD_TASKS} tasks of dead nodes are kept (so that none of their "
+                "code runs again): kill or crash less often, or split the run"
+            )
         ctx_boot = BOOT
         self._rebuild_timers(lambda h: h._context.get(ctx_boot) is not boot)  # type: ignore[attr-defined]
 
