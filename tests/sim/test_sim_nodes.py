@@ -178,3 +178,18 @@ def test_an_init_that_raises_fails_the_run_with_the_node_named():
     with pytest.raises(detsim.SimulationError, match=r"init of node n1 raised.*cannot bind"):
         sim.run(main())
     assert sim.now == 2.0
+
+
+def test_an_init_failure_in_mains_last_round_still_fails_the_run():
+    async def broken():
+        await asyncio.sleep(1)
+        raise RuntimeError("late")
+
+    sim = Simulation(seed=8)
+    sim.add_node("n1", ip="10.0.0.1", init=broken)
+
+    async def main():
+        await asyncio.sleep(1)  # main ends in the round where n1's init raises
+
+    with pytest.raises(detsim.SimulationError, match="init of node n1 raised"):
+        sim.run(main())

@@ -241,27 +241,34 @@ class Simulation:
         loop = self.loop
         task = loop.create_task(main, name="main", context=loop.supervisor_boot.context.copy())
         try:
-            return loop.run_until_complete(task)
+            result = loop.run_until_complete(task)
         except RuntimeError as exc:
-            if loop.fatal is not None:
-                raise SimulationError(
-                    f"seed {self.seed}: simulator failure at t={self.now:.6f}s: {loop.fatal!r}"
-                ) from loop.fatal
-            if self._init_failure is not None:
-                node, cause = self._init_failure
-                raise SimulationError(
-                    f"seed {self.seed}: init of node {node.name} raised {cause!r} "
-                    f"at t={self.now:.6f}s"
-                ) from cause
+            self._raise_failure()  # the loop was stopped by one
             self._annotate(exc)
             raise
         except BaseException as exc:
             self._annotate(exc)
             raise
+        else:
+            self._raise_failure()  # one that happened in main's last round
+            return result
         finally:
             self.wall_seconds = entropy.real_monotonic() - started
             loop.teardown()
             loop.close()
+
+    def _raise_failure(self) -> None:
+        """Raise the failure that stops a run: the simulator's own, or a node's init."""
+        fatal = self.loop.fatal
+        if fatal is not None:
+            raise SimulationError(
+                f"seed {self.seed}: simulator failure at t={self.now:.6f}s: {fatal!r}"
+            ) from fatal
+        if self._init_failure is not None:
+            node, cause = self._init_failure
+            raise SimulationError(
+                f"seed {self.seed}: init of node {node.name} raised {cause!r} at t={self.now:.6f}s"
+            ) from cause
 
     def _annotate(self, exc: BaseException) -> None:
         if f"seed {self.seed}" not in str(exc):
