@@ -162,10 +162,12 @@ def main() -> None:
         etcd = sum(t for n, t in medians.items() if n.startswith("jepsen/"))
         kv = sum(t for n, t in medians.items() if n.startswith("kv/"))
         slowest = max(medians, key=lambda n: medians[n])
-        print(f"corpus, {label}: etcd 102 logs {etcd:.3f} s (porcupine {PORCUPINE_ETCD_S} s, "
-              f"x{etcd / PORCUPINE_ETCD_S:.2f}); kv 6 histories {kv:.3f} s "
-              f"(porcupine {PORCUPINE_KV_S} s, x{kv / PORCUPINE_KV_S:.2f}); "
-              f"slowest {slowest} {medians[slowest] * 1000:.1f} ms")  # fmt: skip
+        print(
+            f"corpus, {label}: etcd 102 logs {etcd:.3f} s (porcupine {PORCUPINE_ETCD_S} s, "
+            f"x{etcd / PORCUPINE_ETCD_S:.2f}); kv 6 histories {kv:.3f} s "
+            f"(porcupine {PORCUPINE_KV_S} s, x{kv / PORCUPINE_KV_S:.2f}); "
+            f"slowest {slowest} {medians[slowest] * 1000:.1f} ms"
+        )
     parse_s, check_s, ops = bench_generated(args.runs)
     print(f"generated: {ops} ops on 1000 keys: read {parse_s:.3f} s, check {check_s:.3f} s")
 

@@ -111,12 +111,18 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     runs = parser.parse_args().runs
     rows = [
-        ("call_soon chain (200k)", lambda: asyncio.run(call_soon_chain()),
-         lambda: Simulation(seed=1).run(call_soon_chain())),
-        ("sleep(0) 1k tasks x 200", lambda: asyncio.run(sleep0_switches()),
-         lambda: Simulation(seed=1).run(sleep0_switches())),
+        (
+            "call_soon chain (200k)",
+            lambda: asyncio.run(call_soon_chain()),
+            lambda: Simulation(seed=1).run(call_soon_chain()),
+        ),
+        (
+            "sleep(0) 1k tasks x 200",
+            lambda: asyncio.run(sleep0_switches()),
+            lambda: Simulation(seed=1).run(sleep0_switches()),
+        ),
         ("TCP ping-pong (5k round trips)", lambda: asyncio.run(ping_pong_real()), ping_pong_sim),
-    ]  # fmt: skip
+    ]
     print(f"Python {platform.python_version()} on {platform.machine()}, median of {runs} runs")
     print(f"{'workload':34} {'asyncio s':>10} {'detsim s':>10} {'ratio':>7}")
     for name, std, sim in rows:

@@ -22,8 +22,17 @@ def invoke(command: click.Command, *args: str) -> Result:
 @pytest.fixture(scope="module")
 def unsafe_campaign(tmp_path_factory: pytest.TempPathFactory) -> tuple[Result, Path]:
     artifacts = tmp_path_factory.mktemp("artifacts")
-    result = invoke(sim.command, "--scenario", "counter_unsafe", "--seeds", str(UNSAFE_SEEDS),
-                    "--jobs", "2", "--artifacts", str(artifacts))  # fmt: skip
+    result = invoke(
+        sim.command,
+        "--scenario",
+        "counter_unsafe",
+        "--seeds",
+        str(UNSAFE_SEEDS),
+        "--jobs",
+        "2",
+        "--artifacts",
+        str(artifacts),
+    )
     return result, artifacts
 
 
@@ -61,8 +70,15 @@ def test_single_seed_prints_options_and_failure(
 ) -> None:
     _, artifacts = unsafe_campaign
     seed = json.loads(next(artifacts.glob("*.json")).read_text())["seed"]
-    result = invoke(sim.command, "--scenario", "counter_unsafe", "--seed", str(seed),
-                    "--artifacts", str(tmp_path))  # fmt: skip
+    result = invoke(
+        sim.command,
+        "--scenario",
+        "counter_unsafe",
+        "--seed",
+        str(seed),
+        "--artifacts",
+        str(tmp_path),
+    )
     assert result.exit_code == 1
     assert f"scenario counter_unsafe, seed {seed}" in result.stdout
     assert "safety_s = " in result.stdout and "failure:" in result.stdout
@@ -102,12 +118,17 @@ def test_replay_of_a_tampered_hash_reports_nondeterminism(
     [
         ("{not json", "not a readable artifact"),
         ('{"hello": 1}', "not a detsim artifact"),
-        ('{"name": "x", "seed": 1, "trace_hash": "h", "replay": {"kind": "scenario", '
-         '"scenario": "nope", "seed": 1}}', "unknown scenario 'nope'"),
-        ('{"name": "x", "seed": 1, "trace_hash": "h", "replay": {"kind": "pytest"}}',
-         "a pytest replay needs nodeid"),
+        (
+            '{"name": "x", "seed": 1, "trace_hash": "h", "replay": {"kind": "scenario", '
+            '"scenario": "nope", "seed": 1}}',
+            "unknown scenario 'nope'",
+        ),
+        (
+            '{"name": "x", "seed": 1, "trace_hash": "h", "replay": {"kind": "pytest"}}',
+            "a pytest replay needs nodeid",
+        ),
     ],
-)  # fmt: skip
+)
 def test_replay_of_a_bad_file_exits_2(tmp_path: Path, content: str, message: str) -> None:
     path = tmp_path / "bad.json"
     path.write_text(content)
@@ -135,8 +156,17 @@ def test_bad_param_exits_2() -> None:
 
 
 def test_params_reach_the_run_and_the_reproduce_line(tmp_path: Path) -> None:
-    result = invoke(sim.command, "--scenario", "counter_unsafe", "--seed", "0",
-                    "--param", "safety_s=5", "--artifacts", str(tmp_path))  # fmt: skip
+    result = invoke(
+        sim.command,
+        "--scenario",
+        "counter_unsafe",
+        "--seed",
+        "0",
+        "--param",
+        "safety_s=5",
+        "--artifacts",
+        str(tmp_path),
+    )
     assert "safety_s = 5" in result.stdout
     assert result.exit_code == 1  # seed 0 finds the planted bug within 5 s too
     assert "reproduce: detsim sim --scenario counter_unsafe --seed 0 --param safety_s=5" in (
@@ -154,7 +184,8 @@ def test_dask_without_dask_exits_2_saying_what_to_install(
 
 @pytest.mark.skipif(not dask_backend.available(), reason="dask is not installed")
 def test_dask_local_cluster_runs_the_campaign(tmp_path: Path) -> None:
-    result = invoke(sim.command, "--dask", "local", "--seeds", "2", "--jobs", "1",
-                    "--artifacts", str(tmp_path))  # fmt: skip
+    result = invoke(
+        sim.command, "--dask", "local", "--seeds", "2", "--jobs", "1", "--artifacts", str(tmp_path)
+    )
     assert result.exit_code == 0, result.output
     assert "all 2 runs passed" in result.stdout

@@ -45,8 +45,12 @@ def test_unsafe_counter_fails_on_some_seed_with_an_artifact(tmp_path: Path) -> N
     assert "acknowledged" in (first.failure or "")
     assert first.artifact_path is not None
     data = json.loads(Path(first.artifact_path).read_text())
-    assert data["replay"] == {"kind": "scenario", "scenario": "counter_unsafe",
-                              "seed": first.seed, "params": {}}  # fmt: skip
+    assert data["replay"] == {
+        "kind": "scenario",
+        "scenario": "counter_unsafe",
+        "seed": first.seed,
+        "params": {},
+    }
     assert data["trace_hash"] == first.trace_hash
     assert data["status"] == "failed" and data["events"]
     assert data["options"]["safe"] is False
@@ -86,8 +90,9 @@ def test_an_exception_out_of_a_run_is_a_failure_with_an_artifact(
     # Workers inherit the environment, so they load the extra scenario module too.
     monkeypatch.setenv("DETSIM_SCENARIO_MODULES", "campaign_broken_scenarios")
     monkeypatch.setattr(registry, "_scenarios", None)  # reload in this process as well
-    report = run_campaign(["broken_assert", "broken_deadlock"], [7], jobs=2,
-                          artifacts_dir=str(tmp_path))  # fmt: skip
+    report = run_campaign(
+        ["broken_assert", "broken_deadlock"], [7], jobs=2, artifacts_dir=str(tmp_path)
+    )
     by_name = {r.scenario: r for r in report.results}
     asserted, deadlocked = by_name["broken_assert"], by_name["broken_deadlock"]
     assert asserted.summary == "AssertionError: the checker's own invariant broke"

@@ -8,17 +8,28 @@ from detsim.campaign import timeline
 
 
 def artifact(events: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"name": "t", "seed": 1, "status": "failed", "virtual_seconds": 10.0,
-            "trace_hash": "h", "failure": "lost <b>1</b>", "events": events}  # fmt: skip
+    return {
+        "name": "t",
+        "seed": 1,
+        "status": "failed",
+        "virtual_seconds": 10.0,
+        "trace_hash": "h",
+        "failure": "lost <b>1</b>",
+        "events": events,
+    }
 
 
 def test_one_lane_per_node_and_faults_marked_across_lanes() -> None:
-    page = timeline.render(artifact([
-        {"t": 0.0, "node": "n1", "kind": "start"},
-        {"t": 1.0, "node": "n2", "kind": "connect", "dst": "10.0.0.1:7000"},
-        {"t": 2.0, "node": "n1", "kind": "kill"},
-        {"t": 3.0, "node": "supervisor", "kind": "violation", "what": "final"},
-    ]))  # fmt: skip
+    page = timeline.render(
+        artifact(
+            [
+                {"t": 0.0, "node": "n1", "kind": "start"},
+                {"t": 1.0, "node": "n2", "kind": "connect", "dst": "10.0.0.1:7000"},
+                {"t": 2.0, "node": "n1", "kind": "kill"},
+                {"t": 3.0, "node": "supervisor", "kind": "violation", "what": "final"},
+            ]
+        )
+    )
     for lane in ("n1", "n2", "supervisor"):
         assert f">{lane}</text>" in page
     assert page.count('class="fault"') == 1  # the kill, drawn across every lane

@@ -95,8 +95,9 @@ def _corrupt(rng: random.Random, h: H) -> None:
     if reads:
         i = rng.choice(reads)
         e = h.events[i]
-        h.events[i] = type(e)(e.index, e.time, e.process, e.type, e.f, e.key,
-                              rng.choice([None, *VALUES]), e.error)  # fmt: skip
+        h.events[i] = type(e)(
+            e.index, e.time, e.process, e.type, e.f, e.key, rng.choice([None, *VALUES]), e.error
+        )
 
 
 SETTINGS = settings(
