@@ -189,3 +189,10 @@ def test_dask_local_cluster_runs_the_campaign(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert "all 2 runs passed" in result.stdout
+
+
+@pytest.mark.slow
+def test_default_campaign_passes_a_thousand_seeds(tmp_path: Path) -> None:
+    result = invoke(sim.command, "--seeds", "1000", "--artifacts", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    assert "all 1000 runs passed" in result.stdout
