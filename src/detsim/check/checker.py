@@ -49,6 +49,7 @@ from detsim.check.search import (
 # module reads the virtual clock, which stands still during a check): the real clock, bound at
 # import, before any simulation runs.
 _wall_clock = time.perf_counter
+EXPLAIN_SLICE_STEPS = 1000  # steps between budget checks while building a counterexample
 
 WINDOW_BUDGET_STEPS = 2_000_000  # cap on the counterexample work (config enumeration)
 MAX_START_CONFIGS = 5_000
@@ -290,7 +291,11 @@ def _fails_from(
     for pos in positions:
         lift(problem, pos)
         lin |= problem.bit[pos]
-    result = _metered(search(problem, state, cache, lin=lin, slice_steps=1000), budget)
+    result = run(
+        search(problem, state, cache, lin=lin, slice_steps=EXPLAIN_SLICE_STEPS),
+        budget,
+        EXPLAIN_SLICE_STEPS,
+    )
     for pos in reversed(positions):
         unlift(problem, pos)
     return result is False
@@ -318,7 +323,11 @@ def _configs(
         steps.append(step)
     problem = build(kept, steps)
     found: Cache = set()
-    result = _metered(search(problem, spec.initial, set(), found=found, slice_steps=1000), budget)
+    result = run(
+        search(problem, spec.initial, set(), found=found, slice_steps=EXPLAIN_SLICE_STEPS),
+        budget,
+        EXPLAIN_SLICE_STEPS,
+    )
     if result is None or len(found) > MAX_START_CONFIGS:
         return None
     out: list[tuple[list[Operation], State]] = []
@@ -326,20 +335,6 @@ def _configs(
         done = [op for i, op in enumerate(origin) if lin >> i & 1 and id(op) in straddling]
         out.append((done, state))  # type: ignore[arg-type]
     return out
-
-
-def _metered(gen: Search, budget: list[int]) -> bool | None:
-    """Run a search (slices of 1000 steps), charging `budget`; None when it runs out."""
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            result: bool | None = stop.value
-            return result
-        budget[0] -= 1000
-        if budget[0] <= 0:
-            gen.close()
-            return None
 
 
 __all__ = ["SLICE_STEPS", "CheckResult", "check_history", "explain_key", "run"]

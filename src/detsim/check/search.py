@@ -233,14 +233,20 @@ def _unwind(p: Problem, calls: list[tuple[int, State]]) -> None:
         unlift(p, entry)
 
 
-def run(gen: Search) -> bool | None:
-    """Drive a search generator to its end."""
+def run(gen: Search, budget: list[int] | None = None, slice_steps: int = 0) -> bool | None:
+    """Drive a search generator to its end; None if `budget` (steps, charged `slice_steps` a
+    slice, shared by the caller across searches) runs out first."""
     while True:
         try:
             next(gen)
         except StopIteration as stop:
             result: bool | None = stop.value
             return result
+        if budget is not None:
+            budget[0] -= slice_steps
+            if budget[0] <= 0:
+                gen.close()
+                return None
 
 
 def check_ops(
