@@ -17,16 +17,17 @@ class Collector(asyncio.DatagramProtocol):
         self.got.append(int(data))
 
 
+async def receive_into(collector: Collector) -> None:
+    loop = asyncio.get_running_loop()
+    await loop.create_datagram_endpoint(lambda: collector, local_addr=("0.0.0.0", 9000))
+    await asyncio.Event().wait()
+
+
 def blast(net: NetConfig, seed: int = 1, cut: bool = False) -> list[int]:
     sim = Simulation(seed=seed, net=net)
     collector = Collector()
 
-    async def receiver():
-        loop = asyncio.get_running_loop()
-        await loop.create_datagram_endpoint(lambda: collector, local_addr=("0.0.0.0", 9000))
-        await asyncio.Event().wait()
-
-    sim.add_node("rx", ip="10.0.0.1", init=receiver)
+    sim.add_node("rx", ip="10.0.0.1", init=lambda: receive_into(collector))
     tx = sim.add_node("tx", ip="10.0.0.2")
 
     async def sender():
@@ -74,12 +75,7 @@ def test_per_link_loss_at_run_time():
     sim = Simulation(seed=2)
     collector = Collector()
 
-    async def receiver():
-        loop = asyncio.get_running_loop()
-        await loop.create_datagram_endpoint(lambda: collector, local_addr=("0.0.0.0", 9000))
-        await asyncio.Event().wait()
-
-    sim.add_node("rx", ip="10.0.0.1", init=receiver)
+    sim.add_node("rx", ip="10.0.0.1", init=lambda: receive_into(collector))
     tx = sim.add_node("tx", ip="10.0.0.2")
 
     async def sender():

@@ -44,7 +44,6 @@ if TYPE_CHECKING:
     from detsim.sim.loop import SimLoop
 
 real_monotonic: Callable[[], float] = time.monotonic
-real_perf_counter: Callable[[], float] = time.perf_counter
 _REAL_DATETIME = _datetime.datetime
 _REAL_RANDOM_SEED = random.Random.seed
 _REAL_SOCKET = socket.socket
