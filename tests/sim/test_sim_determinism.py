@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import subprocess
+import sys
 import time
 
 import echo_app
@@ -12,6 +14,7 @@ import pytest
 
 import detsim
 from detsim import NetConfig, Simulation
+from detsim.sim.determinism import CHILD_ENV
 
 _REAL_PERF_COUNTER = time.perf_counter  # captured before any simulation patches it
 _REAL_URANDOM = os.urandom
@@ -155,3 +158,46 @@ def reads_real_entropy(sim: Simulation):
 def test_reading_real_entropy_behind_the_simulators_back_is_flagged():
     with pytest.raises(detsim.NondeterminismError):
         detsim.check_determinism(reads_real_entropy, 1)
+
+
+# A user's first script: `build` and the check in the same file, run as __main__. The guard at
+# the top of the main block is the test's own fork-bomb bound: were a child to run the block
+# again (it must not), it exits at once instead of spawning two more children.
+FIRST_SCRIPT = """
+import asyncio, os, sys
+import detsim
+
+def build(sim):
+    node = sim.add_node("n1")
+
+    async def main():
+        return await node.spawn(asyncio.sleep(1.5, result="slept"))
+
+    return main()
+
+if __name__ == "__main__":
+    if os.environ.get("FIRST_SCRIPT_RAN"):
+        print("main block ran again in a child", file=sys.stderr)
+        sys.exit(3)
+    os.environ["FIRST_SCRIPT_RAN"] = "1"
+    print("hash", detsim.check_determinism(build, 1, processes=True))
+"""
+
+
+def test_a_script_checking_itself_across_processes_runs_its_main_block_once(tmp_path):
+    script = tmp_path / "first_script.py"
+    script.write_text(FIRST_SCRIPT)
+    env = {k: v for k, v in os.environ.items() if k not in ("FIRST_SCRIPT_RAN", CHILD_ENV)}
+    proc = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.startswith("hash ")
+    assert "ran again" not in proc.stderr
+
+
+def test_a_determinism_child_never_spawns_children(monkeypatch):
+    monkeypatch.setenv(CHILD_ENV, "1")
+    with pytest.raises(detsim.SimulationError, match="child never spawns children"):
+        detsim.check_determinism(cluster, 5, processes=True)
+    assert detsim.check_determinism(cluster, 5)  # in-process checks are fine in a child

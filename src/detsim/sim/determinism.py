@@ -6,6 +6,11 @@ of strings and other hash-order dependence. On divergence, NondeterminismError n
 event that differs (time, node, kind, fields) — or, when the events agree but the decisions
 folded between them do not (a timer deadline, an entropy draw, a scheduling order), the first
 event whose decision state differs, which brackets the culprit.
+
+Rules for the children (`processes=True`): a child loads `build`'s file under `CHILD_MODULE_NAME`
+when it was the parent's `__main__`, so the script's `if __name__ == "__main__":` block (which is
+where users call `check_determinism`) does not run again in the child; and a child never spawns
+children (`CHILD_ENV` marks it; a nested `processes=True` raises), so depth is bounded at one.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from detsim.sim.world import Simulation
 Build = Callable[[Simulation], Coroutine[Any, Any, Any]]
 CHILD_TIMEOUT_S = 600.0
 HASH_SEEDS = ("1", "2")
+CHILD_ENV = "DETSIM_DETERMINISM_CHILD"  # set in a child: it may not spawn children of its own
+CHILD_MODULE_NAME = "__detsim_build__"  # the parent's __main__ module, as the child loads it
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +60,7 @@ def check_determinism(build: Build, seed: int, processes: bool = False, **sim_kw
     With `processes=True`, `build` must be importable by name (a module-level function).
     """
     if processes:
+        _refuse_nested_children()
         first, second = (_run_in_child(build, seed, sim_kwargs, hs) for hs in HASH_SEEDS)
         where = f"two processes (PYTHONHASHSEED={HASH_SEEDS[0]} and {HASH_SEEDS[1]})"
     else:
@@ -90,6 +98,15 @@ def _fmt(ev: list[Any]) -> str:
     return f"[t={t} {node} {kind} {fields}]"
 
 
+def _refuse_nested_children() -> None:
+    if os.environ.get(CHILD_ENV):
+        raise SimulationError(
+            "check_determinism(processes=True) called inside a determinism child process: a "
+            'child never spawns children. Call it under `if __name__ == "__main__":` or from '
+            "a test, not at the top level of the module that defines `build`"
+        )
+
+
 def _run_in_child(build: Build, seed: int, sim_kwargs: dict[str, Any], hash_seed: str) -> RunRecord:
     module = sys.modules.get(build.__module__)
     path = getattr(module, "__file__", None)
@@ -98,15 +115,16 @@ def _run_in_child(build: Build, seed: int, sim_kwargs: dict[str, Any], hash_seed
             "check_determinism(processes=True) needs `build` defined at module level in a "
             f"file, got {build.__qualname__} in {build.__module__}"
         )
+    module_name = CHILD_MODULE_NAME if build.__module__ == "__main__" else build.__module__
     spec = {
-        "module": build.__module__,
+        "module": module_name,
         "path": path,
         "qualname": build.__qualname__,
         "seed": seed,
         "kwargs": base64.b64encode(pickle.dumps(sim_kwargs)).decode(),
         "sys_path": sys.path,
     }
-    env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+    env = {**os.environ, "PYTHONHASHSEED": hash_seed, CHILD_ENV: "1"}
     proc = subprocess.run(
         [sys.executable, "-c", "from detsim.sim.determinism import _child_main; _child_main()"],
         input=json.dumps(spec),
