@@ -1,0 +1,77 @@
+"""detsim.raft.core: a pure, sans-I/O Raft modelled on etcd-io/raft.
+
+Driven only by `tick()` and `step(message)` plus the local requests (`propose`,
+`propose_conf_change`, `read_index`, `transfer_leadership`, `compact`, `campaign`); its output
+is a `Ready` whose fields state what must be durable before what is sent. Rule: nothing here
+imports asyncio, time, random, socket, os or detsim.sim (tests/test_layers.py enforces it).
+
+Module map: messages (wire + durable types), errors, config, log (the raft log over the
+snapshot), progress (the leader's view of each follower), readonly (ReadIndex rounds),
+ready (the output contract), raft (the state machine of the protocol).
+"""
+
+from __future__ import annotations
+
+from detsim.raft.core.errors import (
+    ConfChangeRejected,
+    NotLeader,
+    ProposalDropped,
+    RaftError,
+    ReadIndexDropped,
+    RemoteProtocolError,
+    TransferRejected,
+)
+from detsim.raft.core.messages import (
+    MAX_MESSAGE_BYTES,
+    MESSAGE_TYPES,
+    AppendRequest,
+    AppendResponse,
+    ConfChange,
+    ConfChangeOp,
+    ConfState,
+    Entry,
+    EntryKind,
+    HardState,
+    Heartbeat,
+    HeartbeatResponse,
+    Message,
+    ReadIndexRequest,
+    ReadIndexResponse,
+    SnapshotChunk,
+    SnapshotChunkResponse,
+    SnapshotMeta,
+    TimeoutNow,
+    VoteRequest,
+    VoteResponse,
+)
+
+__all__ = [
+    "MAX_MESSAGE_BYTES",
+    "MESSAGE_TYPES",
+    "AppendRequest",
+    "AppendResponse",
+    "ConfChange",
+    "ConfChangeOp",
+    "ConfChangeRejected",
+    "ConfState",
+    "Entry",
+    "EntryKind",
+    "HardState",
+    "Heartbeat",
+    "HeartbeatResponse",
+    "Message",
+    "NotLeader",
+    "ProposalDropped",
+    "RaftError",
+    "ReadIndexDropped",
+    "ReadIndexRequest",
+    "ReadIndexResponse",
+    "RemoteProtocolError",
+    "SnapshotChunk",
+    "SnapshotChunkResponse",
+    "SnapshotMeta",
+    "TimeoutNow",
+    "TransferRejected",
+    "VoteRequest",
+    "VoteResponse",
+]
