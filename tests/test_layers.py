@@ -1,14 +1,23 @@
 """The import rules of DESIGN.md ("Layers"), enforced on the source tree.
 
 - `detsim.raft.core` imports nothing of asyncio, time, random, socket, os (it is pure).
-- `detsim.raft` and `detsim.kv` never import `detsim.sim` (they run on whatever loop runs).
-- `detsim.check` never imports `detsim.sim` (histories are checked anywhere).
+- `detsim.raft`, `detsim.kv` and `detsim.fs` never import `detsim.sim` (they run on whatever
+  loop runs; production never loads the simulator), and neither does `detsim.check` (histories
+  are checked anywhere).
+Two checks: the source of each module (its own import statements, `TYPE_CHECKING` ones
+included), and a fresh interpreter's `sys.modules` after importing each package, which catches
+an import through another module (e.g. through `detsim/__init__.py`, which every import of a
+subpackage runs first).
 A rule about a package that does not exist yet holds trivially and starts biting when it does.
 """
 
 from __future__ import annotations
 
 import ast
+import importlib.util
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,7 +29,18 @@ RULES: list[tuple[str, tuple[str, ...]]] = [
     ("detsim.raft.core", ("asyncio", "time", "random", "socket", "os", "detsim.sim")),
     ("detsim.raft", ("detsim.sim",)),
     ("detsim.kv", ("detsim.sim",)),
+    ("detsim.fs", ("detsim.sim",)),
     ("detsim.check", ("detsim.sim",)),
+]
+
+# Modules that must load without any `detsim.sim` module, directly or transitively.
+SIM_FREE_MODULES = [
+    "detsim",
+    "detsim.fs",
+    "detsim.fs.records",
+    "detsim.check",
+    "detsim.raft",
+    "detsim.kv",
 ]
 
 
@@ -76,6 +96,7 @@ def test_the_source_tree_obeys_the_layer_rules():
         ("detsim/raft/driver.py", "from detsim.sim import world\n"),
         ("detsim/kv/server.py", "import detsim.sim.loop\n"),
         ("detsim/check/x.py", "from ..sim import runtime\n"),
+        ("detsim/fs/_api.py", "if TYPE_CHECKING:\n    from detsim.sim.disk import SimDisk\n"),
     ],
 )
 def test_a_planted_violation_is_caught(tmp_path, rel_path, source):
@@ -87,3 +108,62 @@ def test_a_planted_violation_is_caught(tmp_path, rel_path, source):
     assert found and all(v.startswith(module + " imports") for v in found)
     path.write_text("import dataclasses\nfrom . import sibling\n")
     assert violations(tmp_path) == []
+
+
+def sim_modules_after_importing(module: str) -> list[str]:
+    """The `detsim.sim` modules in a fresh interpreter's `sys.modules` after `import module`."""
+    code = (
+        "import importlib, json, sys\n"
+        f"importlib.import_module({module!r})\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[:2] == ['detsim', 'sim'])))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    loaded: list[str] = json.loads(done.stdout)
+    return loaded
+
+
+@pytest.mark.parametrize("module", SIM_FREE_MODULES)
+def test_a_fresh_interpreter_importing_it_loads_no_simulator(module: str) -> None:
+    if importlib.util.find_spec(module) is None:
+        print(f"{module} does not exist yet: the rule holds trivially")
+        pytest.skip(f"{module} does not exist yet")
+    assert sim_modules_after_importing(module) == []
+
+
+def test_the_fresh_interpreter_check_sees_a_transitive_import() -> None:
+    # The check above is only worth something if it sees an import made by another module:
+    # importing the simulator's public names through the top package loads detsim.sim.
+    assert "detsim.sim.world" in sim_modules_after_importing("detsim.sim.world")
+    code = "import detsim, json, sys; detsim.Simulation; print(json.dumps(sorted(sys.modules)))"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert "detsim.sim.world" in json.loads(done.stdout)
+
+
+def test_every_public_simulator_name_is_reachable_from_detsim() -> None:
+    import detsim
+
+    for name in detsim.__all__:
+        assert getattr(detsim, name) is not None, name
+    assert detsim.Simulation.__module__ == "detsim.sim.world"
+    assert detsim.trace.event.__module__ == "detsim.sim.trace"
+    assert set(detsim.__all__) <= set(dir(detsim))
+    with pytest.raises(AttributeError, match="no attribute 'Simulaton'"):
+        detsim.Simulaton  # noqa: B018 - the attribute access is the test
+
+
+def test_in_simulation_inside_and_outside_a_run() -> None:
+    import detsim
+
+    assert detsim.in_simulation() is False
+    sim = detsim.Simulation(seed=1)
+
+    async def main() -> bool:
+        return detsim.in_simulation()
+
+    assert sim.run(main()) is True
+    assert detsim.in_simulation() is False

@@ -7,6 +7,7 @@ import errno
 import io
 import os
 import random
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import pytest
 
 import detsim
 from detsim import fs
+from detsim.fs import _seam
 from detsim.sim.config import DiskConfig
 from detsim.sim.disk import SimDisk, SimFile
 
@@ -101,6 +103,69 @@ def test_use_backend_routes_every_call_to_a_sim_disk(tmp_path: Path) -> None:
         assert fs.listdir(tmp_path) == ["log"]
     assert not path.exists()  # nothing reached the real disk
     assert fs.backend() is fs.REAL
+
+
+# -- the seam the simulator fills during a run (detsim.fs._seam) ---------------------------------
+
+
+class FakeSimulator:
+    """A stand-in for the simulator's side of the seam: one disk, its own error, an event list."""
+
+    def __init__(self) -> None:
+        self.disk = SimDisk("n1", DiskConfig(), random.Random(0), lambda kind, **fields: None)
+        self.events: list[tuple[str, dict[str, Any]]] = []
+
+    def node_disk(self, what: str) -> SimDisk:
+        return self.disk
+
+    def error(self, message: str) -> Exception:
+        return LookupError(message)
+
+    def event(self, kind: str, fields: dict[str, Any]) -> None:
+        self.events.append((kind, fields))
+
+
+def test_the_seam_is_per_thread_and_empty_outside_a_run(tmp_path: Path) -> None:
+    fake = FakeSimulator()
+    seen_by_other_thread: list[object] = []
+    _seam.install(fake)
+    try:
+        assert fs.backend() is fake.disk
+        with pytest.raises(LookupError, match="real file inside a simulation"):
+            fs.REAL.open(str(tmp_path / "x"), "wb")  # the simulator's error, raised by fs
+        _seam.event("records.torn_tail", path="/log")
+        worker = threading.Thread(target=lambda: seen_by_other_thread.append(fs.backend()))
+        worker.start()
+        worker.join()
+    finally:
+        _seam.remove(fake)
+    assert seen_by_other_thread == [fs.REAL]  # another thread stays in the real world
+    assert fake.events == [("records.torn_tail", {"path": "/log"})]
+    assert fs.backend() is fs.REAL
+    _seam.event("records.torn_tail", path="/log")  # outside a run: nothing, no error
+    assert len(fake.events) == 1
+
+
+def test_a_run_fills_the_seam_and_empties_it_even_when_it_fails() -> None:
+    sim = detsim.Simulation(seed=1)
+    node = sim.add_node("n1", ip="10.0.0.1")
+
+    async def on_node() -> bool:
+        return fs.backend() is node.disk
+
+    async def main() -> bool:
+        assert _seam.current() is not None
+        return await node.spawn(on_node())
+
+    assert sim.run(main()) is True
+    assert _seam.current() is None
+
+    async def failing() -> None:
+        raise KeyError("boom")
+
+    with pytest.raises(KeyError):
+        detsim.Simulation(seed=1).run(failing())
+    assert _seam.current() is None and fs.backend() is fs.REAL
 
 
 # -- inside a simulation -----------------------------------------------------------------------

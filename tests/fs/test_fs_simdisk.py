@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
+from detsim.fs import parse_mode
 from detsim.sim import disk as disk_mod
 from detsim.sim.config import DiskConfig
-from detsim.sim.disk import SimDisk, parse_mode
+from detsim.sim.disk import SimDisk
 from detsim.sim.errors import SimulationError
 
 SEEDS = range(300)

@@ -3,8 +3,10 @@ simulated disk inside one.
 
 Rules:
 - Every call resolves its backend at call time with `backend()`: `REAL` (the `os` calls) when no
-  simulation runs, else the calling node's `SimDisk` (`runtime.require_node`, so a call from the
-  supervisor raises `SimulationError`). A file object keeps the backend it was opened on.
+  simulation runs in the calling thread, else the calling node's `SimDisk`, found through the
+  seam the simulator fills during a run (`detsim.fs._seam`; a call from the supervisor raises
+  `SimulationError`). A file object keeps the backend it was opened on.
+- Nothing here imports detsim.sim (DESIGN "Layers"): production never loads the simulator.
   `use_backend(disk)` overrides the choice in a block (the seam for unit tests).
 - Both backends give the same semantics (see `detsim.sim.disk` for the simulated one and its
   fault model): binary unbuffered files, `write` in the page cache when it returns, durable
@@ -21,8 +23,8 @@ from collections.abc import Iterator
 from types import TracebackType
 from typing import Protocol, Self
 
+from detsim.fs import _seam
 from detsim.fs._real import REAL
-from detsim.sim import runtime
 
 PathArg = str | os.PathLike[str]
 
@@ -92,9 +94,10 @@ def backend(what: str = "detsim.fs") -> Backend:
     override = _override.get()
     if override is not None:
         return override
-    if runtime.active() is None:
+    simulator = _seam.current()
+    if simulator is None:
         return REAL
-    return runtime.require_node(what).disk
+    return simulator.node_disk(what)
 
 
 def _path(path: PathArg) -> str:

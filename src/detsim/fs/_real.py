@@ -5,8 +5,8 @@ Rules:
   cache when it returns (it survives a process crash), `flush()` has nothing to do, and only
   `fsync()` makes data durable. So the same code loses the same things in both backends.
 - `write` writes everything or raises (short writes of the OS are retried).
-- A real file used inside a running simulation raises `SimulationError`: nothing reaches the
-  real world from a simulated host.
+- A real file used inside a running simulation raises `SimulationError` (the simulator's error,
+  through the seam): nothing reaches the real world from a simulated host.
 """
 
 from __future__ import annotations
@@ -17,16 +17,16 @@ import os
 from types import TracebackType
 from typing import Self
 
-from detsim.sim import runtime
-from detsim.sim.disk import parse_mode
-from detsim.sim.errors import SimulationError
+from detsim.fs import _seam
+from detsim.fs._modes import parse_mode
 
 MAX_SHORT_WRITE_RETRIES = 1_000  # a write that makes no progress this often is an error
 
 
 def _no_leak(what: str) -> None:
-    if runtime.active() is not None:
-        raise SimulationError(
+    simulator = _seam.current()
+    if simulator is not None:
+        raise simulator.error(
             f"{what} on a real file inside a simulation: open files with detsim.fs on a node"
         )
 

@@ -49,9 +49,8 @@ from typing import Self
 
 import crc32c
 
-from detsim.fs import _api
+from detsim.fs import _api, _seam
 from detsim.fs._api import DurableFile, PathArg
-from detsim.sim import trace
 
 MAGIC = b"DSIMREC\n"
 VERSION = 1
@@ -274,7 +273,7 @@ class RecordFile:
         torn_bytes = len(data) - scan.end
         f.truncate(scan.end)
         f.fsync()
-        trace.event("records.torn_tail", path=path, offset=scan.end, dropped_bytes=torn_bytes)
+        _seam.event("records.torn_tail", path=path, offset=scan.end, dropped_bytes=torn_bytes)
         _log.warning(
             "%s: truncated a torn tail of %d bytes at offset %d (%s)",
             path,
@@ -465,7 +464,7 @@ def _initialise(f: DurableFile, path: str) -> None:
     f.seek(0)
     f.write(_header())
     f.fsync()
-    trace.event("records.torn_header", path=path)
+    _seam.event("records.torn_header", path=path)
     _log.warning("%s: rewrote a torn file header (no record had been written)", path)
 
 

@@ -4,19 +4,23 @@ The simulator runs every node on one event loop; a node's identity travels with 
 `contextvars` (each task and callback runs in a context), so everything a node's code creates —
 tasks, callbacks, transports, files — belongs to that node without any bookkeeping by the caller.
 
-Other layers (`detsim.fs`, `detsim.buggify`) ask here, and only here, whether they are inside a
-simulation. Nothing in this module imports the loop, so it is cheap to import from anywhere.
+Other layers of the simulator (`detsim.buggify`, the disks) ask here, and only here, whether they
+are inside a simulation. `detsim.fs` must not import the simulator, so `enter` installs its seam
+(`detsim.fs._seam`) and `leave` removes it. Nothing in this module imports the loop, so it is
+cheap to import from anywhere.
 """
 
 from __future__ import annotations
 
 import contextvars
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from detsim.fs import _seam as fs_seam
 from detsim.sim.errors import SimulationError
 
 if TYPE_CHECKING:
+    from detsim.fs import Backend
     from detsim.sim.node import Boot, Node
     from detsim.sim.world import Simulation
 
@@ -29,9 +33,28 @@ class _ThreadState(threading.local):
     event loop, a logging thread) are not in it and see the real world."""
 
     sim: Simulation | None = None
+    fs: _FsSeam | None = None
 
 
 _thread = _ThreadState()
+
+
+class _FsSeam:
+    """What detsim.fs reaches through its seam while `sim` runs in this thread."""
+
+    __slots__ = ("_sim",)
+
+    def __init__(self, sim: Simulation) -> None:
+        self._sim = sim
+
+    def node_disk(self, what: str) -> Backend:
+        return require_node(what).disk
+
+    def error(self, message: str) -> Exception:
+        return SimulationError(message)
+
+    def event(self, kind: str, fields: dict[str, Any]) -> None:
+        self._sim.record(kind, **fields)
 
 
 def active() -> Simulation | None:
@@ -43,11 +66,16 @@ def enter(sim: Simulation) -> None:
     if _thread.sim is not None:
         raise SimulationError("a simulation is already running in this thread")
     _thread.sim = sim
+    _thread.fs = _FsSeam(sim)
+    fs_seam.install(_thread.fs)
 
 
 def leave(sim: Simulation) -> None:
     assert _thread.sim is sim, "leaving a simulation this thread is not in"
+    assert _thread.fs is not None
+    fs_seam.remove(_thread.fs)
     _thread.sim = None
+    _thread.fs = None
 
 
 def current_boot() -> Boot | None:
