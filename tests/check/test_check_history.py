@@ -7,7 +7,15 @@ import json
 
 import pytest
 
-from detsim.check import Event, HistoryError, edn, pair_events, read_history, write_history
+from detsim.check import (
+    Event,
+    HistoryError,
+    check_history,
+    edn,
+    pair_events,
+    read_history,
+    write_history,
+)
 from detsim.check.formats import parse_lines
 
 
@@ -42,6 +50,41 @@ def test_bad_line_names_its_line(line: str, message: str) -> None:
         read_history(io.StringIO(f"{good}\n{line}\n"))
     assert err.value.line == 2
     assert message in str(err.value)
+
+
+# A stale read: put(x, 1) completes, then a get of x returns nil.
+STALE_READ = [
+    Event(0, 0, 1, "invoke", "put", "x", "1"),
+    Event(1, 0, 1, "ok", "put", "x"),
+    Event(2, 0, 2, "invoke", "get", "x"),
+    Event(3, 0, 2, "ok", "get", "x", None),
+]
+
+
+def test_check_history_takes_the_dicts_of_json_lines() -> None:
+    buf = io.StringIO()
+    write_history(STALE_READ, buf)
+    dicts = [json.loads(line) for line in buf.getvalue().splitlines()]
+    from_dicts = check_history(dicts)
+    assert from_dicts.linearizable is False and from_dicts.key == "x"
+    assert from_dicts.failing_op == check_history(STALE_READ).failing_op
+    mixed = [STALE_READ[0], dicts[1], STALE_READ[2], dicts[3]]
+    assert check_history(mixed).linearizable is False
+    assert check_history(dicts[:2]).linearizable is True
+
+
+def test_check_history_rejects_anything_else_by_position() -> None:
+    with pytest.raises(HistoryError, match=r"takes history events .* got str") as err:
+        check_history([STALE_READ[0], '{"index": 1}'])
+    assert err.value.line == 2
+    ops = pair_events(STALE_READ)
+    with pytest.raises(HistoryError, match="got Operation"):
+        check_history([STALE_READ[0], ops[1]])  # type: ignore[list-item]
+    bad_dict = STALE_READ[1].to_json() | {"type": "done"}
+    with pytest.raises(HistoryError, match="'type' must be one of") as err:
+        check_history([STALE_READ[0].to_json(), bad_dict])
+    assert err.value.line == 2
+    assert check_history(ops).linearizable is False  # paired operations still pass through
 
 
 def test_pairing_rules() -> None:

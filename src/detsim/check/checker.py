@@ -26,11 +26,12 @@ If the budget runs out, the window is the whole failing prefix from the initial 
 from __future__ import annotations
 
 import dataclasses
-import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from detsim.check.history import Event, Operation, pair_events
+from detsim.check._realclock import real_seconds
+from detsim.check.history import Event, HistoryError, Operation, event_from_json, pair_events
 from detsim.check.models import Model, State, Step, get_model
 from detsim.check.search import (
     SLICE_STEPS,
@@ -45,10 +46,9 @@ from detsim.check.search import (
     unlift,
 )
 
-# The search budget is wall time, also when a check runs inside a simulation (where the `time`
-# module reads the virtual clock, which stands still during a check): the real clock, bound at
-# import, before any simulation runs.
-_wall_clock = time.perf_counter
+# The search budget is real time, also when a check runs inside a simulation (where the `time`
+# module reads the virtual clock, which stands still during a check): see _realclock.
+_wall_clock = real_seconds
 EXPLAIN_SLICE_STEPS = 1000  # steps between budget checks while building a counterexample
 
 WINDOW_BUDGET_STEPS = 2_000_000  # cap on the counterexample work (config enumeration)
@@ -104,21 +104,22 @@ def _line(op: Operation) -> str:
 
 
 def check_history(
-    events: Iterable[Event] | Iterable[Operation],
+    events: Iterable[Event] | Iterable[Mapping[str, Any]] | Iterable[Operation],
     model: str = "kv",
     timeout: float | None = None,
     *,
     explain: bool = True,
 ) -> CheckResult:
-    """Check a history (events, or already paired operations) against a model.
+    """Check a history against a model: its events (`Event` objects, or the dicts `json.loads`
+    gives for history lines, mixed freely), or already paired operations.
 
-    `explain=False` skips the counterexample (failing op, window) of a violation.
+    Anything else raises `HistoryError` naming the item. `explain=False` skips the
+    counterexample (failing op, window) of a violation. `timeout` is in real seconds.
     """
     started = _wall_clock()
     spec = get_model(model)
-    items = list(events)
-    ops = pair_events(items) if items and isinstance(items[0], Event) else items  # type: ignore[arg-type]
-    by_key = _split(ops, spec)  # type: ignore[arg-type]
+    ops = _operations(list(events))
+    by_key = _split(ops, spec)
     deadline = None if timeout is None else started + timeout
     verdict, bad_key, undecided = _schedule(by_key, spec, deadline)
     base = {"model": spec.name, "ops": len(ops), "keys": len(by_key)}
@@ -141,6 +142,28 @@ def check_history(
         undecided_keys=tuple(undecided),
         **base,  # type: ignore[arg-type]
     )
+
+
+def _operations(items: list[object]) -> list[Operation]:
+    """The history as operations: events and event dicts are validated and paired (positions
+    in errors are 1-based item numbers); a list of operations is taken as it is."""
+    ops = [item for item in items if isinstance(item, Operation)]
+    if len(ops) == len(items):
+        return ops
+    events: list[Event] = []
+    for number, item in enumerate(items, start=1):
+        if isinstance(item, Event):
+            events.append(item)
+        elif isinstance(item, Mapping):
+            events.append(event_from_json(dict(item), number))
+        else:
+            raise HistoryError(
+                "check_history takes history events (Event objects or dicts such as "
+                f"json.loads of a history line) or Operations, got {type(item).__name__}: "
+                f"{item!r:.80}",
+                number,
+            )
+    return pair_events(events)
 
 
 def _split(ops: Sequence[Operation], spec: Model) -> dict[str | None, list[tuple[Operation, Step]]]:
