@@ -5,17 +5,25 @@ Runs, in one process: porcupine's whole corpus (102 Jepsen etcd logs and 6 kv hi
 in total; then a generated history of 100,000 ops over 1,000 keys from a realistic workload
 (50 clients, random linearization points, 1% NOLEADER fails, 1% timeouts), parse and check.
 Parsing is not timed for the corpus (porcupine's benchmarks parse before the timer too).
+With --command: the `detsim check` command on each corpus set instead, as a user runs it, in
+both modes: `--json` (verdicts only) and the human-readable output (every violation explained);
+median over RUNS of the wall time of the whole command, and of the seconds the command reports
+for its files (parse + check, summed).
 
-    .venv/bin/python benchmarks/bench_check.py [--runs 5] [--per-file]
+    .venv/bin/python benchmarks/bench_check.py [--runs 5] [--per-file] [--command]
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import json
 import platform
 import random
+import re
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -150,12 +158,59 @@ def bench_generated(runs: int) -> tuple[float, float, int]:
     return statistics.median(parse), statistics.median(check), result.ops
 
 
+def detsim_command() -> list[str]:
+    script = Path(sys.executable).with_name("detsim")
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-c", "from detsim.cli import main; main()"]
+
+
+def command_seconds(args: list[str], as_json: bool) -> tuple[float, float]:
+    """(wall seconds of the whole command, seconds it reports for its files, summed)."""
+    started = time.perf_counter()
+    done = subprocess.run(
+        [*detsim_command(), "check", *(["--json"] if as_json else []), *args],
+        capture_output=True,
+        text=True,
+        cwd=CORPUS,
+        check=False,
+    )
+    wall = time.perf_counter() - started
+    assert done.returncode in (0, 1), done.stderr
+    if as_json:
+        reported = sum(json.loads(line)["seconds"] for line in done.stdout.splitlines())
+    else:
+        reported = sum(float(s) for s in re.findall(r"ops, ([0-9.]+) s\]", done.stdout))
+    return wall, reported
+
+
+def bench_command(runs: int) -> None:
+    names = [name for name, _ in corpus_files()]
+    sets = {
+        "etcd 102 logs": ([n for n in names if n.startswith("jepsen/")], PORCUPINE_ETCD_S),
+        "kv 6 histories": ([n for n in names if n.startswith("kv/")], PORCUPINE_KV_S),
+    }
+    for label, (files, porcupine_s) in sets.items():
+        for as_json, mode in ((True, "check --json (verdicts)"), (False, "check (explained)")):
+            samples = [command_seconds(files, as_json) for _ in range(runs)]
+            wall = statistics.median(w for w, _ in samples)
+            reported = statistics.median(r for _, r in samples)
+            print(
+                f"command, {label}, {mode}: wall {wall:.3f} s, files {reported:.3f} s "
+                f"(porcupine {porcupine_s} s)"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--per-file", action="store_true")
+    parser.add_argument("--command", action="store_true", help="time the detsim check command")
     args = parser.parse_args()
     print(f"python {platform.python_version()} on {platform.machine()}, {args.runs} runs each")
+    if args.command:
+        bench_command(args.runs)
+        return
     for explain in (False, True):
         label = "verdict + counterexample" if explain else "verdict only"
         medians = bench_corpus(args.runs, explain, args.per_file and not explain)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
+import pytest
 from click.testing import CliRunner
 from helpers_check import H
 
-from detsim.check import write_history
+from detsim.check import checker, write_history
 from detsim.cli.check import command
 
 
@@ -94,6 +96,37 @@ def test_html_counterexample(tmp_path: Path) -> None:
     assert "class='prefix'" in text  # the end of the longest linearizable prefix
     assert "get(x) -&gt; &quot;1&quot;" in text
     assert "http" not in text.replace("http://www.w3.org/2000/svg", "")  # no external assets
+
+
+def test_counterexamples_are_computed_only_where_shown(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Issue 7 item 15: --json printed verdicts but paid for every violation's counterexample.
+    explained: list[str | None] = []
+    real_explain_key = checker.explain_key
+
+    def counting_explain_key(ops: Any, spec: Any) -> dict[str, object]:
+        explained.append(ops[0].key)
+        return real_explain_key(ops, spec)
+
+    monkeypatch.setattr(checker, "explain_key", counting_explain_key)
+    good, bad = _good(tmp_path), _bad(tmp_path)
+    h = H().call(1, "put", "y", "1").call(2, "get", "y", out="2")
+    other_bad = _write(tmp_path, "other-bad.jsonl", h)
+    code, out, _ = _run("--json", good, bad, other_bad)
+    assert code == 1 and [json.loads(line)["linearizable"] for line in out.splitlines()] == [
+        True,
+        False,
+        False,
+    ]
+    assert explained == []  # verdicts only
+    page = tmp_path / "out.html"
+    assert _run("--json", "--html", str(page), good, bad, other_bad)[0] == 1
+    assert explained == ["x"]  # only the file whose page is written
+    assert "class='op win bad'" in page.read_text()
+    explained.clear()
+    code, out, _ = _run(bad, other_bad)
+    assert explained == ["x", "y"] and out.count("window:") == 2  # the text shows each one
 
 
 def test_edn_and_register_inputs(tmp_path: Path) -> None:

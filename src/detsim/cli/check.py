@@ -7,6 +7,11 @@ one is not, 2 when one is unknown (time ran out) or unreadable -- the worst over
 `--json` prints one line per file: {"file", "linearizable", "ops", "seconds"} (+ "error" for an
 unreadable file). `--html OUT` writes the counterexample of the first non-linearizable file.
 The lead registers `command` in the CLI group.
+
+Cost rule: a counterexample (failing op and window) costs several more searches than the
+verdict, so it is computed only where it is shown: for every violation in the human-readable
+output, and with `--json` only for the file whose page `--html` writes. `--json` alone decides
+verdicts, as porcupine does.
 """
 
 from __future__ import annotations
@@ -48,7 +53,8 @@ def command(
     worst = EXIT_OK
     html_written = False
     for path in files:
-        code, result = _check_one(path, as_json, model, timeout)
+        explain = not as_json or (html_out is not None and not html_written)
+        code, result = _check_one(path, as_json, model, timeout, explain)
         worst = max(worst, code)
         if html_out and result is not None and result.linearizable is False and not html_written:
             Path(html_out).write_text(render_html(result, title=path), encoding="utf-8")
@@ -59,13 +65,16 @@ def command(
 
 
 def _check_one(
-    path: str, as_json: bool, model: str, timeout: float | None
+    path: str, as_json: bool, model: str, timeout: float | None, explain: bool
 ) -> tuple[int, CheckResult | None]:
     started = time.perf_counter()
     try:
         loaded = load(path)
         result = check_history(
-            loaded.ops, model=loaded.model if model == "auto" else model, timeout=timeout
+            loaded.ops,
+            model=loaded.model if model == "auto" else model,
+            timeout=timeout,
+            explain=explain,
         )
     except HistoryError as exc:
         _report_error(path, str(exc), as_json, time.perf_counter() - started)
