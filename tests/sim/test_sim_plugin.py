@@ -1,9 +1,14 @@
-"""The pytest plugin: seeds, environment variables, reproduce line, artifacts."""
+"""The pytest plugin: seeds, environment variables, reproduce lines, artifacts, what a user sees."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
+
+import pytest
 
 TESTS = """
 import asyncio, random, pytest
@@ -98,7 +103,10 @@ async def test_marks(sim):
     monkeypatch.setenv("DETSIM_TEST_JOBS", "2")
     result = pytester.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(failed=1)
-    assert "seeds 3..5" in result.stdout.str() and "seed four fails" in result.stdout.str()
+    out = result.stdout.str()
+    assert "seed 4: AssertionError: seed four fails -- reproduce with: DETSIM_TEST_SEED=4 " in out
+    assert "FAILED test_mod.py::test_marks - Failed: detsim: 1 of 6 seeds failed" in out
+    assert 'in test_marks\n    assert sim.seed != 4, "seed four fails"' in out  # its traceback
 
 
 def test_detsim_replay_reruns_a_pytest_artifact(pytester, monkeypatch, tmp_path):
@@ -109,7 +117,7 @@ def test_detsim_replay_reruns_a_pytest_artifact(pytester, monkeypatch, tmp_path)
     monkeypatch.setenv("DETSIM_ARTIFACTS", str(tmp_path))
     pytester.makepyfile(test_mod=TESTS)
     pytester.runpytest("-p", "no:cacheprovider", "-k", "test_fails").assert_outcomes(failed=1)
-    (artifact_path,) = tmp_path.glob("test_fails_on_some_seed-seed*.json")
+    artifact_path = sorted(tmp_path.glob("test_fails_on_some_seed-seed*.json"))[0]
     result = CliRunner().invoke(main, ["replay", str(artifact_path)])
     assert result.exit_code == 0, result.output
     assert "same trace hash" in result.output and "status: failed" in result.output
@@ -118,3 +126,100 @@ def test_detsim_replay_reruns_a_pytest_artifact(pytester, monkeypatch, tmp_path)
     data["trace_hash"] = "0" * 32
     artifact_path.write_text(json.dumps(data))
     assert CliRunner().invoke(main, ["replay", str(artifact_path)]).exit_code == 1
+
+
+EVERY_THIRD = """
+import asyncio, pytest
+
+@pytest.mark.detsim(seeds=9)
+async def test_every_third(sim):
+    await asyncio.sleep(1)
+    assert sim.seed % 3 != 1, "unlucky seed"
+"""
+FAILING_SEEDS = (1, 4, 7)
+
+
+def _reproduce(seed: int) -> str:
+    return f"reproduce with: DETSIM_TEST_SEED={seed} pytest test_mod.py::test_every_third"
+
+
+def test_every_failing_seed_is_reported_with_its_reproduce_line(pytester, monkeypatch, tmp_path):
+    monkeypatch.setenv("DETSIM_ARTIFACTS", str(tmp_path))
+    monkeypatch.setenv("COLUMNS", "60")  # a narrow terminal: pytest cuts its summary line here
+    pytester.makepyfile(test_mod=EVERY_THIRD)
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    out = result.stdout.str()
+    assert "detsim: 3 of 9 seeds failed" in out
+    for seed in FAILING_SEEDS:  # in the failure, then in the end section, whole lines both
+        line = f"seed {seed}: AssertionError: unlucky seed -- {_reproduce(seed)}"
+        assert out.count(line) == 2, out
+        assert (tmp_path / f"test_every_third-seed{seed}.json").exists()
+    assert "detsim: failing seeds" in out
+    assert "seed 0:" not in out and "seed 2:" not in out  # only the failing ones
+    # The summary is the test's own exception, once; the traceback is the seed's, not ours.
+    assert "FAILED test_mod.py::test_every_third - AssertionError: un" in out
+    assert "AssertionError: AssertionError" not in out
+    assert "pytest_plugin.py" not in out and "def pytest_pyfunc_call" not in out
+    assert "The above exception was the direct cause" not in out
+
+
+def _plain_pytest(directory, *args: str) -> subprocess.CompletedProcess[str]:
+    """pytest in a directory with no configuration at all, as in a user's fresh project."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DETSIM_", "PYTEST_"))}
+    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args]
+    return subprocess.run(
+        cmd, cwd=directory, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+def test_a_plain_directory_runs_clean(tmp_path):
+    pytest.importorskip("pytest_asyncio")  # its start-up warning is what this test is about
+    (tmp_path / "test_plain.py").write_text(EVERY_THIRD.replace("seeds=9", "seeds=3"))
+    result = _plain_pytest(tmp_path)
+    assert result.returncode == 1, result.stdout
+    assert "Warning" not in result.stdout + result.stderr, result.stdout + result.stderr
+    assert _reproduce(1).replace("test_mod", "test_plain") in result.stdout
+    # A user's own warning filters are left alone: turned into errors, the warning shows.
+    strict = _plain_pytest(tmp_path, "-W", "error::DeprecationWarning")
+    assert "asyncio_default_fixture_loop_scope" in strict.stdout + strict.stderr
+
+
+def test_runs_without_pytest_asyncio_and_under_its_auto_mode(tmp_path):
+    pytest.importorskip("pytest_asyncio")
+    (tmp_path / "test_ok.py").write_text(
+        "import asyncio, pytest\n\n"
+        "@pytest.mark.detsim(seeds=2)\n"
+        "async def test_long_sleep(sim):\n"
+        "    await asyncio.sleep(100)\n"
+        "    assert sim.now >= 100\n"
+    )
+    for args in (["-p", "no:asyncio"], ["-o", "asyncio_mode=auto"]):
+        result = _plain_pytest(tmp_path, *args)
+        assert result.returncode == 0, result.stdout
+        assert "1 passed" in result.stdout
+
+
+def test_replay_of_a_pytest_artifact_prints_whole_lines(pytester, monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    from detsim.cli import main
+
+    monkeypatch.setenv("DETSIM_ARTIFACTS", str(tmp_path))
+    long_message = " ".join(f"word{i}" for i in range(1500))  # far more than a screen
+    pytester.makepyfile(
+        test_mod=f"""
+import pytest
+
+@pytest.mark.detsim
+async def test_long(sim):
+    raise ValueError("{long_message}")
+"""
+    )
+    pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(failed=1)
+    (artifact_path,) = tmp_path.glob("test_long-seed0.json")
+    result = CliRunner().invoke(main, ["replay", str(artifact_path)])
+    assert result.exit_code == 0, result.output
+    printed = result.output.split("status: failed\n", 1)[1]
+    assert printed.startswith(("=", "_", "F", "E", " ")), printed[:80]  # a line's start
+    assert f"ValueError: {long_message}" in printed  # the long line, whole

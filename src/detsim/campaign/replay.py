@@ -71,6 +71,7 @@ def task_for(data: dict[str, Any], where: str) -> Task:
 
 
 PYTEST_REPLAY_TIMEOUT_S = 3600.0
+MAX_PYTEST_OUTPUT_LINES = 80  # the end of the rerun's output, in whole lines
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -115,7 +116,8 @@ def replay_pytest(data: dict[str, Any], where: str) -> PytestReplay:
         )
         lines = hashes.read_text().split() if hashes.exists() else []
     trace_hash = lines[1] if len(lines) >= 2 and lines[0] == str(seed) else None
-    return PytestReplay(trace_hash, proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:])
+    output = (proc.stdout + proc.stderr).splitlines()[-MAX_PYTEST_OUTPUT_LINES:]
+    return PytestReplay(trace_hash, proc.returncode == 0, "\n".join(output))
 
 
 def replay(path: str | os.PathLike[str]) -> Replay:

@@ -118,5 +118,16 @@ def write_artifact(data: dict[str, Any], directory: str) -> Path:
 def _describe(exc: Exception) -> str:
     """`Type: message` first (the summary line), then the traceback for whoever debugs it."""
     head = f"{type(exc).__name__}: {exc}".replace("\n", " ")
-    tb = "".join(traceback.format_exception(exc))[-MAX_TRACEBACK_CHARS:]
-    return f"{head}\n{tb}"
+    return f"{head}\n{_tail(''.join(traceback.format_exception(exc)), MAX_TRACEBACK_CHARS)}"
+
+
+def _tail(text: str, max_chars: int) -> str:
+    """The last whole lines of `text` that fit in `max_chars` (a line is never cut)."""
+    kept: list[str] = []
+    size = 0
+    for line in reversed(text.splitlines(keepends=True)):
+        size += len(line)
+        if size > max_chars and kept:
+            break
+        kept.append(line)
+    return "".join(reversed(kept))
