@@ -43,3 +43,7 @@ class TransferRejected(RaftError):
 
 class ConfChangeRejected(ProposalDropped):
     """The configuration change is invalid now (one at a time; unknown node; last voter...)."""
+
+
+class CompactionRejected(RaftError):
+    """`compact` was called with a snapshot the log cannot be compacted to."""

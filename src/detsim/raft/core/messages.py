@@ -99,9 +99,14 @@ class ConfState:
     learners: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        assert list(self.voters) == sorted(set(self.voters)), self.voters
-        assert list(self.learners) == sorted(set(self.learners)), self.learners
-        assert not set(self.voters) & set(self.learners), (self.voters, self.learners)
+        # ValueError, not assert: a peer's snapshot meta carries a ConfState (the codec and
+        # `step` turn this into a RemoteProtocolError).
+        if list(self.voters) != sorted(set(self.voters)):
+            raise ValueError(f"voters must be sorted and unique: {self.voters}")
+        if list(self.learners) != sorted(set(self.learners)):
+            raise ValueError(f"learners must be sorted and unique: {self.learners}")
+        if set(self.voters) & set(self.learners):
+            raise ValueError(f"a node is both voter and learner: {self.voters} {self.learners}")
 
     @classmethod
     def of(cls, voters: list[str] | tuple[str, ...], learners: tuple[str, ...] = ()) -> ConfState:
