@@ -48,8 +48,11 @@ def test_default_campaign_passes_and_prints_the_table(tmp_path: Path) -> None:
     result = invoke(sim.command, "--seeds", "4", "--jobs", "2", "--artifacts", str(tmp_path))
     assert result.exit_code == 0, result.output
     assert "counter " in result.stdout and "counter_unsafe" not in result.stdout
-    for header in ("seeds", "failures", "ops checked", "virtual s", "virtual/wall"):
+    for header in ("seeds", "failures", "histories", "ops checked", "run wall s (sum)"):
         assert header in result.stdout
+    assert "detsim campaign: 4 runs on 2 jobs in " in result.stdout
+    assert "counter checked: 4 histories, " in result.stdout
+    assert "no acknowledged increment lost" in result.stdout  # as the scenario reports it
     assert "all 4 runs passed" in result.stdout
 
 

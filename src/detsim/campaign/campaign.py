@@ -1,7 +1,11 @@
 """A campaign: scenarios x seeds on a backend (local processes or Dask), summarised.
 
 Owned here: turning (scenarios, seeds, params) into tasks, collecting results, and the
-per-scenario summary (seeds, failures, operations checked, virtual and wall seconds, speed).
+per-scenario summary (seeds, failures, histories and operations checked and the properties
+checked, virtual seconds, the runs' wall seconds summed) and the campaign's own elapsed wall
+time. Two speeds, never to be confused: `ScenarioSummary.run_speed` divides by the runs' summed
+wall time (a worker's speed), `CampaignReport.speed` by the campaign's elapsed wall time (what
+`--jobs` buys).
 Presentation (progress bar, table) is `report`; the CLI is `detsim.cli.sim`.
 
 Rules: seeds are explicit ints (reproducible by name); a scenario's params are checked in the
@@ -32,10 +36,12 @@ class ScenarioSummary:
     operations: int
     virtual_s: float
     wall_s: float  # summed over runs (CPU-ish time), not the campaign's elapsed time
+    histories: int = 0
+    checks: tuple[str, ...] = ()  # every property any run checked, in first-seen order
 
     @property
-    def speed(self) -> float:
-        """Virtual seconds simulated per wall second of run time."""
+    def run_speed(self) -> float:
+        """Virtual seconds per wall second of one worker (the runs' wall time, summed)."""
         return self.virtual_s / self.wall_s if self.wall_s > 0 else 0.0
 
 
@@ -49,6 +55,15 @@ class CampaignReport:
     @property
     def failures(self) -> list[RunResult]:
         return [r for r in self.results if not r.passed]
+
+    @property
+    def virtual_s(self) -> float:
+        return sum(s.virtual_s for s in self.summaries)
+
+    @property
+    def speed(self) -> float:
+        """Virtual seconds per wall second of the whole campaign (elapsed, all workers)."""
+        return self.virtual_s / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
 
 def check_params(names: Sequence[str], params: dict[str, Any]) -> None:
@@ -129,6 +144,8 @@ def summarise(names: Sequence[str], results: Sequence[RunResult]) -> list[Scenar
                 operations=sum(r.operations for r in mine),
                 virtual_s=sum(r.virtual_s for r in mine),
                 wall_s=sum(r.wall_s for r in mine),
+                histories=sum(r.histories for r in mine),
+                checks=tuple(dict.fromkeys(c for r in mine for c in r.checks)),
             )
         )
     return summaries

@@ -50,6 +50,8 @@ class RunResult:
     hash_seed: str | None
     artifact_path: str | None = None
     artifact: dict[str, Any] | None = None
+    checks: tuple[str, ...] = ()  # the verdict's properties checked (none: no verdict)
+    histories: int = 0  # histories checked (0: the run ended before its verdict)
 
     @property
     def summary(self) -> str:
@@ -87,6 +89,8 @@ def run_one(task: Task) -> RunResult:
         options=options,
         params=dict(task.params),
         hash_seed=os.environ.get("PYTHONHASHSEED"),
+        checks=() if verdict is None else tuple(verdict.checks),
+        histories=0 if verdict is None else verdict.histories,
     )
     if result.passed or not (task.artifacts_dir or task.return_artifact):
         return result

@@ -2,11 +2,14 @@
 
 A `Scenario` is a name, a one-line description, whether the default campaign expects it to
 pass, and `build(sim, params)`: it adds nodes to a fresh `Simulation` and returns the main
-coroutine, which runs a workload under faults and returns a `Verdict`. Everything random in a
-scenario is drawn from `sim.seed` (or from the simulation's own seeded streams), so a seed plus
-`params` rebuilds the run exactly; `simulation(seed, params)` gives the Simulation's keyword
-arguments (network, disks, time limit). Workers find a scenario by its name in the registry,
-so scenario objects are never pickled.
+coroutine, which runs a workload under faults and returns a `Verdict`: pass or fail, how many
+operations and histories its checkers looked at, and which properties they checked (`checks`,
+short phrases such as "linearizability", shown by the campaign under its table).
+
+Everything random in a scenario is drawn from `sim.seed` (or from the simulation's own seeded
+streams), so a seed plus `params` rebuilds the run exactly; `simulation(seed, params)` gives
+the Simulation's keyword arguments (network, disks, time limit). Workers find a scenario by its
+name in the registry, so scenario objects are never pickled.
 """
 
 from __future__ import annotations
@@ -28,10 +31,14 @@ class Verdict:
     operations: int  # client operations the checker looked at
     failure: str | None = None  # why it failed: the first line is the summary
     options: dict[str, Any] = dataclasses.field(default_factory=dict)  # drawn from the seed
+    checks: tuple[str, ...] = ()  # the properties checked, e.g. ("linearizability",)
+    histories: int = 1  # histories the checkers read (a store's run: one per key, say)
 
     def __post_init__(self) -> None:
         if not self.ok and not self.failure:
             raise ValueError("a failed Verdict must say why (failure=...)")
+        if self.histories < 0 or self.operations < 0:
+            raise ValueError("a Verdict counts operations and histories from 0")
 
 
 BuildFn = Callable[[Simulation, Params], Coroutine[Any, Any, Verdict]]

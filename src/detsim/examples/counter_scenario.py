@@ -51,6 +51,13 @@ LIVENESS_OP_DEADLINE_S = 40.0
 POLL_S = 0.1
 MAX_FAILURE_LINES = 10
 EXTRA_TIME_LIMIT_S = 300.0  # the liveness phase's worst case on top of the safety phase
+# What a verdict says it checked (the campaign prints it under its table): step 4 and step 3.
+CHECKS = (
+    "no acknowledged increment lost",
+    "no id invented",
+    "reads between acknowledged and attempted",
+    "liveness with faults off",
+)
 
 
 # --- options ------------------------------------------------------------------------------
@@ -334,8 +341,8 @@ async def _main(
     if failures:
         summary = f"{len(failures)} violation(s); first: {failures[0]}"
         detail = "\n".join(failures[:MAX_FAILURE_LINES])
-        return Verdict(False, operations, f"{summary}\n{detail}", verdict_options)
-    return Verdict(True, operations, None, verdict_options)
+        return Verdict(False, operations, f"{summary}\n{detail}", verdict_options, CHECKS)
+    return Verdict(True, operations, None, verdict_options, CHECKS)
 
 
 async def _liveness(
