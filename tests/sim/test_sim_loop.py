@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextvars
+import queue
+import threading
+import time
 
 import pytest
 
 import detsim
 from detsim import Simulation
+
+_REAL_SLEEP = time.sleep  # captured before any simulation patches it
 
 
 def run(main, seed=0, **kw):
@@ -140,6 +146,112 @@ def test_executor_and_to_thread_run_inline():
     a, b = run(main())
     assert a == 42
     assert b is threading.main_thread()  # no thread was started
+
+
+def _run_coroutine_threadsafe_and_wait() -> None:
+    async def answer() -> int:
+        return 42
+
+    asyncio.run_coroutine_threadsafe(answer(), asyncio.get_running_loop()).result()
+
+
+def _get_from_empty_queue() -> None:
+    queue.Queue().get()
+
+
+def _put_into_full_queue() -> None:
+    q: queue.Queue[int] = queue.Queue(maxsize=1)
+    q.put(1)
+    q.put(2)
+
+
+def _wait_for_an_event() -> None:
+    threading.Event().wait(timeout=5.0)
+
+
+def _wait_for_a_pending_future() -> None:
+    concurrent.futures.Future().result()
+
+
+@pytest.mark.timeout(60)  # before the fix, each of these hung for ever
+@pytest.mark.parametrize(
+    ("blocking", "named", "instead"),
+    [
+        (_run_coroutine_threadsafe_and_wait, "Future.result()", "await coro"),
+        (_get_from_empty_queue, "queue.Queue.get()", "asyncio.Queue"),
+        (_put_into_full_queue, "queue.Queue.put()", "asyncio.Queue"),
+        (_wait_for_an_event, "threading.Event.wait()", "asyncio.Event"),
+        (_wait_for_a_pending_future, "Future.result()", "wrap_future"),
+    ],
+)
+def test_a_blocking_wait_in_inline_executor_code_raises_instead_of_hanging(
+    blocking, named, instead
+):
+    async def main():
+        with pytest.raises(detsim.SimulationError) as info:
+            await asyncio.to_thread(blocking)
+        return str(info.value)
+
+    message = run(main())
+    assert named in message and instead in message
+
+
+def test_waits_that_can_be_answered_at_once_are_answered_in_a_simulation():
+    def ready_waits():
+        q: queue.Queue[int] = queue.Queue(maxsize=1)
+        q.put(1)
+        event = threading.Event()
+        event.set()
+        fut: concurrent.futures.Future[str] = concurrent.futures.Future()
+        fut.set_result("done")
+        return q.get(), event.wait(), fut.result(), threading.Event().wait(0)
+
+    async def main():
+        return await asyncio.to_thread(ready_waits)
+
+    assert run(main()) == (1, True, "done", False)
+
+
+def test_blocking_waits_in_other_threads_are_untouched_during_a_run():
+    entered = threading.Event()
+    outcome: queue.Queue[object] = queue.Queue()
+
+    def other_thread() -> None:  # started before the run: a real thread beside it
+        entered.wait(30)
+        try:
+            outcome.put(threading.Event().wait(0.05))  # while the patches are in place
+        except BaseException as exc:
+            outcome.put(exc)
+
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+
+    async def main():
+        entered.set()
+        _REAL_SLEEP(0.5)  # hold the run (and its patches) while the other thread waits
+
+    run(main())
+    thread.join(30)
+    assert outcome.get(timeout=30) is False
+
+
+class _Interrupt(BaseException):
+    """Stands for KeyboardInterrupt or pytest-timeout's exception: not an `Exception`."""
+
+
+def test_a_base_exception_in_executor_code_leaves_the_run_instead_of_the_future():
+    def interrupted():
+        raise _Interrupt("stop the test")
+
+    async def main():
+        try:
+            await asyncio.to_thread(interrupted)
+        except BaseException:
+            return "swallowed into the future"
+        return "no error"
+
+    with pytest.raises(_Interrupt, match="stop the test"):
+        run(main())
 
 
 def test_contextvars_flow_into_tasks():

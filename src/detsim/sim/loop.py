@@ -85,6 +85,7 @@ class SimLoop(asyncio.BaseEventLoop):
         self._graveyard: list[asyncio.Task[Any]] = []
         self._frozen = False
         self.fatal: BaseException | None = None  # an error in kernel machinery ends the run
+        self._escaping: BaseException | None = None  # leaves the loop: see run_in_executor
 
     # --- seeds and boots -------------------------------------------------------------------
 
@@ -271,6 +272,8 @@ class SimLoop(asyncio.BaseEventLoop):
             except (SystemExit, KeyboardInterrupt):
                 raise
             except BaseException as exc:
+                if exc is self._escaping:
+                    raise
                 self._report_callback_error(handle, exc)
 
     def _report_callback_error(self, handle: events.Handle, exc: BaseException) -> None:
@@ -459,10 +462,13 @@ class SimLoop(asyncio.BaseEventLoop):
                 return
             try:
                 result = func(*args)
-            except (SystemExit, KeyboardInterrupt):
-                raise
-            except BaseException as exc:
+            except Exception as exc:
                 fut.set_exception(exc)
+            except BaseException as exc:
+                # KeyboardInterrupt, a test runner's timeout: they stop the run, as they would
+                # stop the thread of a real executor's caller; the future never completes.
+                self._escaping = exc
+                raise
             else:
                 fut.set_result(result)
 
