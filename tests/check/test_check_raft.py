@@ -3,6 +3,9 @@ with an actionable message, on a deliberately broken one."""
 
 from __future__ import annotations
 
+import random
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +33,19 @@ from detsim.check.raft import (
     log_reader,
     payload_digest,
 )
+from detsim.raft.core import (
+    ConfState,
+    Entry,
+    HardState,
+    Message,
+    RaftError,
+    RemoteProtocolError,
+    VoteRequest,
+    VoteResponse,
+)
+from detsim.raft.core.config import RaftConfig
+from detsim.raft.core.log import RaftLog
+from detsim.raft.core.raft import Raft
 
 
 @dataclass
@@ -585,11 +601,408 @@ def test_misuse_is_not_a_violation() -> None:
         c.set("n1", boot=1)
     with pytest.raises(RaftCheckerError, match="unknown role 'boss'"):
         c.set("n1", boot=2, role="boss")
-    with pytest.raises(RaftCheckerError, match="applied before any observe"):
-        c.check.applied("n9", 0, 1, 1, "a")
+    c.check.applied("n1", 2, 1, 1, "a")
+    with pytest.raises(RaftCheckerError, match="apply from boot 1 after boot 2"):
+        c.check.applied("n1", 1, 2, 1, "b")
 
 
 def test_payload_digest_separates_its_parts() -> None:
     assert payload_digest("put", "ab") != payload_digest("pu", "tab")
     assert payload_digest("put", b"x") == payload_digest(b"put", "x")
     assert len(payload_digest(1)) == 8
+
+
+# --- the real core, driven in a tiny message loop ----------------------------------------------
+#
+# Every node is a detsim.raft.core Raft; the loop picks, from the seed, what happens next:
+# deliver a random in-flight message (so messages are reordered), drop one, tick a node, propose
+# at a leader, crash or restart a node, cut a node off or heal. Each node's Ready is handled as
+# its contract says (persist, send, apply, advance) and the checker observes the node after it,
+# so every view is of durable state. A leader acknowledges its own proposals once applied.
+# Broken cores are made by monkeypatching one method from outside.
+
+MAX_IN_FLIGHT = 500  # messages held by the loop's network; past it the oldest are lost
+
+
+def entry_digest(entry: Entry) -> bytes:
+    return payload_digest(int(entry.kind), entry.data)
+
+
+class CoreNode:
+    """One real core plus what survives its crashes: the hard state and the log."""
+
+    def __init__(self, node_id: str, ids: tuple[str, ...], seed: int, config: RaftConfig) -> None:
+        self.node_id, self.ids, self.seed, self.config = node_id, ids, seed, config
+        self.boot = 0
+        self.alive = True
+        self.hard = HardState()
+        self.durable_log: list[Entry] = []  # no compaction here: index i is at i - 1
+        self.raft = self._start()
+
+    def _start(self) -> Raft:
+        self.proposals: dict[int, int] = {}  # index -> term, of this boot's proposals
+        return Raft(
+            self.config,
+            random.Random(f"{self.seed}/{self.node_id}/{self.boot}"),
+            hard_state=self.hard,
+            entries=list(self.durable_log),
+            initial_conf=ConfState.of(self.ids),
+        )
+
+    def restart(self) -> None:
+        self.boot += 1
+        self.alive = True
+        self.raft = self._start()
+
+    def view(self) -> NodeView:
+        r = self.raft
+        return NodeView(
+            node_id=self.node_id,
+            boot=self.boot,
+            term=r.term,
+            vote=r.vote,
+            role=r.role_name,
+            commit_index=r.commit,
+            applied_index=r.applied,
+            snapshot_index=r.snapshot_meta.index,
+            snapshot_term=r.snapshot_meta.term,
+            last_index=r.last_index,
+            entry_at=self._entry_at,
+        )
+
+    def _entry_at(self, index: int) -> tuple[int, bytes]:
+        entry = self.raft.log.entry(index)
+        return entry.term, entry_digest(entry)
+
+
+@dataclass
+class RunStats:
+    leaders: int = 0  # terms that had a leader
+    committed: int = 0  # highest index applied anywhere
+    acknowledged: int = 0
+    refused: int = 0  # messages the core refused (RemoteProtocolError)
+
+
+class CoreCluster:
+    """The loop around `size` real cores; every choice is drawn from `seed`."""
+
+    def __init__(self, seed: int, size: int = 3, **config: Any) -> None:
+        self.rng = random.Random(seed)
+        ids = tuple(f"n{k}" for k in range(1, size + 1))
+        self.nodes = {i: CoreNode(i, ids, seed, RaftConfig(i, **config)) for i in ids}
+        self.check = RaftInvariants()
+        self.network: list[Message] = []
+        self.cut: set[str] = set()
+        self.stats = RunStats()
+        self.leader_terms: set[int] = set()
+        self.proposed = 0
+        for node in self.nodes.values():
+            self.handle(node)
+
+    # --- the driver's part -------------------------------------------------------------------
+
+    def handle(self, node: CoreNode) -> None:
+        """Handle every Ready of `node` (persist, send, apply, advance), then observe it."""
+        r = node.raft
+        while r.has_ready():
+            rd = r.ready()
+            if rd.hard_state is not None:
+                node.hard = rd.hard_state
+            if rd.entries:
+                del node.durable_log[rd.entries[0].index - 1 :]
+                node.durable_log.extend(rd.entries)
+            self.network.extend(rd.messages)
+            del self.network[:-MAX_IN_FLIGHT]
+            for entry in rd.committed_entries:
+                self.apply(node, entry)
+            r.advance(rd)
+        view = node.view()
+        self.check.observe(view)
+        if view.role == "leader":
+            self.leader_terms.add(view.term)
+
+    def apply(self, node: CoreNode, entry: Entry) -> None:
+        digest = entry_digest(entry)
+        self.check.applied(node.node_id, node.boot, entry.index, entry.term, digest)
+        if node.proposals.get(entry.index) == entry.term:
+            self.check.acknowledged(node.node_id, entry.index, entry.term, digest)
+            self.stats.acknowledged += 1
+        self.stats.committed = max(self.stats.committed, entry.index)
+
+    # --- the random schedule -----------------------------------------------------------------
+
+    def run(self, steps: int) -> RunStats:
+        actions = (
+            (55, self.deliver_one),
+            (5, self.drop_one),
+            (25, self.tick_one),
+            (10, self.propose_at_leader),
+            (2, self.crash_one),
+            (2, self.restart_one),
+            (1, self.toggle_partition),
+        )
+        weights = [w for w, _ in actions]
+        for _ in range(steps):
+            (action,) = self.rng.choices([a for _, a in actions], weights)
+            action()
+        self.check.check_logs(n.view() for n in self.nodes.values() if n.alive)
+        self.stats.leaders = len(self.leader_terms)
+        return self.stats
+
+    def deliver_one(self) -> None:
+        if self.network:
+            self.deliver(self.network.pop(self.rng.randrange(len(self.network))))
+
+    def drop_one(self) -> None:
+        if self.network:
+            self.network.pop(self.rng.randrange(len(self.network)))
+
+    def tick_one(self) -> None:
+        alive = [n for n in self.nodes.values() if n.alive]
+        node = self.rng.choice(alive)
+        node.raft.tick()
+        self.handle(node)
+
+    def propose_at_leader(self) -> None:
+        for node in self.nodes.values():
+            if node.alive and node.raft.role_name == "leader":
+                self.propose(node.node_id)
+                return
+
+    def crash_one(self) -> None:
+        alive = [n for n in self.nodes.values() if n.alive]
+        if len(alive) > 1:
+            self.rng.choice(alive).alive = False
+
+    def restart_one(self) -> None:
+        dead = [n for n in self.nodes.values() if not n.alive]
+        if dead:
+            self.restart(self.rng.choice(dead).node_id)
+
+    def toggle_partition(self) -> None:
+        if self.cut:
+            self.cut.clear()
+        else:
+            self.cut.add(self.rng.choice(sorted(self.nodes)))
+
+    # --- scripted steps ----------------------------------------------------------------------
+
+    def deliver(self, m: Message) -> None:
+        node = self.nodes[m.to]
+        if not node.alive or m.to in self.cut or m.frm in self.cut:
+            return
+        try:
+            node.raft.step(m)
+        except RemoteProtocolError:
+            self.stats.refused += 1  # the driver drops and counts such a message
+        self.handle(node)
+
+    def deliver_all(self) -> None:
+        for _ in range(10_000):  # a bound: a quiet cluster stops sending well before
+            if not self.network:
+                return
+            self.deliver(self.network.pop(0))
+        raise AssertionError("the network never went quiet")
+
+    def propose(self, nid: str) -> None:
+        node = self.nodes[nid]
+        self.proposed += 1
+        try:
+            index = node.raft.propose(f"put {self.proposed}".encode())
+        except RaftError:
+            return
+        node.proposals[index] = node.raft.term
+        self.handle(node)
+
+    def campaign(self, nid: str) -> None:
+        self.nodes[nid].raft.campaign()
+        self.handle(self.nodes[nid])
+
+    def crash(self, nid: str) -> None:
+        self.nodes[nid].alive = False
+        self.network = [m for m in self.network if m.frm != nid]  # unsent: lost with it
+
+    def restart(self, nid: str) -> None:
+        self.nodes[nid].restart()
+        self.handle(self.nodes[nid])
+
+
+def test_the_real_core_fires_nothing_over_many_seeds() -> None:
+    totals = RunStats()
+    for seed in range(20):
+        for config in ({}, {"pre_vote": False, "check_quorum": False}):
+            stats = CoreCluster(seed, **config).run(3000)
+            totals.leaders += stats.leaders
+            totals.committed += stats.committed
+            totals.acknowledged += stats.acknowledged
+    # Not vacuous: the runs changed leaders, committed and acknowledged entries.
+    assert totals.leaders > 100 and totals.acknowledged > 500, totals
+
+
+# The broken cores: each replaces one method of the real core from outside.
+
+
+def grant_every_vote(self: Raft, m: VoteRequest) -> None:
+    """Grants every (pre-)vote request: no log comparison, no record of the vote."""
+    self._send(VoteResponse(self.id, m.frm, m.term, granted=True, pre=m.pre))
+
+
+def always_up_to_date(self: RaftLog, last_index: int, last_term: int) -> bool:
+    """Forgets §5.4.1: any candidate's log counts as up to date."""
+    return True
+
+
+def keep_conflicting_suffix(
+    self: RaftLog, prev_index: int, prev_term: int, commit: int, entries: Sequence[Entry]
+) -> tuple[int, int] | None:
+    """A follower that only appends past its end: it keeps a conflicting suffix (§5.3 says
+    delete it) yet answers as if its log matched the leader's."""
+    if not self.match_term(prev_index, prev_term):
+        return None
+    last_new = prev_index + len(entries)
+    fresh = [e for e in entries if e.index > self.last_index()]
+    if fresh:
+        self.append(fresh)
+    self.commit_to(min(commit, last_new, self.last_index()))
+    return last_new, 0
+
+
+BROKEN_CORES = [
+    pytest.param(
+        Raft,
+        "_step_vote_request",
+        grant_every_vote,
+        {ELECTION_SAFETY, LEADER_COMPLETENESS},
+        id="grant-every-vote",
+    ),
+    pytest.param(
+        RaftLog, "is_up_to_date", always_up_to_date, {LEADER_COMPLETENESS}, id="no-up-to-date"
+    ),
+    pytest.param(
+        RaftLog,
+        "maybe_append",
+        keep_conflicting_suffix,
+        {STATE_MACHINE_SAFETY, LOG_MATCHING},
+        id="keep-conflicts",
+    ),
+]
+
+
+def first_violation(seeds: int) -> tuple[int, RaftInvariantViolation]:
+    """The first seed whose random run makes the checker fire. A seed where the core's own
+    assertions fire first (the broken core trips over itself) proves nothing either way."""
+    for seed in range(seeds):
+        try:
+            CoreCluster(seed).run(3000)
+        except RaftInvariantViolation as violation:
+            return seed, violation
+        except AssertionError:
+            continue
+    raise AssertionError(f"the checker never fired in {seeds} seeds")
+
+
+@pytest.mark.parametrize(("owner", "name", "broken", "expected"), BROKEN_CORES)
+def test_a_broken_core_makes_the_checker_fire(
+    monkeypatch: pytest.MonkeyPatch, owner: type, name: str, broken: Any, expected: set[str]
+) -> None:
+    monkeypatch.setattr(owner, name, broken)
+    seed, violation = first_violation(seeds=10)
+    assert violation.invariant in expected, (seed, violation)
+    assert re.search(r"(index|term) \d+", violation.detail), violation
+    assert re.search(r"'n\d'", violation.detail), violation
+
+
+# Figure 8 of the Raft paper, scripted on the real core. A leader must not commit an entry of an
+# earlier term by counting replicas (§5.4.2). The core's empty entry at the start of each term
+# hides that rule from random schedules (the new leader's own entry always travels with the old
+# one), so the broken core drops both the rule and the empty entry.
+
+
+def commit_by_counting_any_term(self: Raft) -> bool:
+    """_maybe_commit without the Figure 8 rule: commits what a quorum holds, of any term."""
+    matches = sorted((self._progress[v].match for v in self.conf.voters), reverse=True)
+    quorum_index = matches[self._quorum() - 1]
+    if quorum_index <= self.log.committed:
+        return False
+    old = self.log.committed
+    self.log.commit_to(quorum_index)
+    self._on_leader_commit(old)
+    return True
+
+
+def become_leader_without_empty_entry(self: Raft) -> None:
+    """_become_leader, but the new leader appends no empty entry of its term."""
+    real_append = Raft._leader_append
+    Raft._leader_append = lambda self, entries: None  # type: ignore[method-assign]
+    try:
+        RAFT_BECOME_LEADER(self)
+    finally:
+        Raft._leader_append = real_append  # type: ignore[method-assign]
+
+
+RAFT_BECOME_LEADER = Raft._become_leader
+
+
+def elect(c: CoreCluster, nid: str) -> None:
+    """`nid` campaigns up to 3 times (each failed round moves its term up) or until it leads."""
+    for _ in range(3):
+        c.campaign(nid)
+        c.deliver_all()
+        if c.nodes[nid].raft.role_name == "leader":
+            return
+
+
+def figure8(c: CoreCluster) -> None:
+    """Figure 8 (a)-(e): the old-term entry (4, term 2) reaches a majority in term 4; the node
+    holding (4, term 3) is then elected in term 5 by the node that has (4, term 2)."""
+    elect(c, "n1")  # term 2
+    c.propose("n1")  # (4, 2) stays on n1
+    c.crash("n1")
+    elect(c, "n2")  # term 3, n3 votes
+    c.propose("n2")  # (4, 3) stays on n2
+    c.crash("n2")
+    c.restart("n1")
+    elect(c, "n1")  # term 4 (term 3 is n2's): n3 votes and gets (4, 2)
+    c.propose("n1")  # (5, 4) on n1 only
+    c.network = [m for m in c.network if m.to != "n3"]
+    c.crash("n1")
+    c.restart("n2")
+    elect(c, "n2")  # term 5: n3's last entry is of term 2, n2's of term 3
+    c.check.check_logs(n.view() for n in c.nodes.values() if n.alive)
+
+
+FIGURE8_CONFIG = {"pre_vote": False, "check_quorum": False}
+
+
+def test_figure8_on_a_core_without_the_rule_fires(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Raft, "_maybe_commit", commit_by_counting_any_term)
+    monkeypatch.setattr(Raft, "_become_leader", become_leader_without_empty_entry)
+    c = CoreCluster(0, **FIGURE8_CONFIG)
+    with pytest.raises(RaftInvariantViolation) as excinfo:
+        figure8(c)
+    assert_message(
+        excinfo,
+        LEADER_COMPLETENESS,
+        "node 'n2' became leader of term 5 but at index 4 it holds (index 4, term 3",
+        "node 'n1' committed (index 4, term 2)",
+    )
+
+
+def test_figure8_on_a_core_with_the_rule_fires_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Without the empty entry but with the rule, (4, 2) is never committed in term 4, so n2 may
+    # overwrite it in term 5.
+    monkeypatch.setattr(Raft, "_become_leader", become_leader_without_empty_entry)
+    c = CoreCluster(0, **FIGURE8_CONFIG)
+    figure8(c)
+    n2 = c.nodes["n2"].raft
+    assert (n2.role_name, n2.term, n2.log.entry(4).term) == ("leader", 5, 3)
+
+
+def test_figure8_schedule_on_the_real_core_fires_nothing() -> None:
+    # The real core: n1's empty entry (4, 2) commits in term 2; n2 leads term 3 from it; n1,
+    # behind, cannot win term 4; n2 wins term 5 holding every committed entry.
+    c = CoreCluster(0, **FIGURE8_CONFIG)
+    figure8(c)
+    n2 = c.nodes["n2"].raft
+    assert (n2.role_name, n2.term, n2.log.entry(4).term) == ("leader", 5, 2)
+    assert c.nodes["n3"].raft.commit == n2.last_index

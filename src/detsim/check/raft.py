@@ -204,8 +204,6 @@ class _Node:
     shadow_base: int = 0  # shadow[k] is the term at index shadow_base + 1 + k
     shadow: list[int] = field(default_factory=list)
     commit_recorded: int = 0  # committed entries up to here are recorded (over all boots)
-    apply_boot: int = -1
-    apply_cursor: int | None = None  # last index applied in apply_boot
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,6 +254,7 @@ class RaftInvariants:
         assert max_tracked_entries > 0
         self.max_tracked_entries = max_tracked_entries
         self._nodes: dict[NodeId, _Node] = {}
+        self._apply_cursors: dict[NodeId, tuple[int, int]] = {}  # node -> (boot, last applied)
         self._leaders: dict[int, NodeId] = {}  # term -> its leader
         # Log Matching records: index -> (term, digest, previous term, node) for the first term
         # seen at an index, and (index, term) -> the same for the rare other terms there.
@@ -357,6 +356,7 @@ class RaftInvariants:
         """`node_id` left the cluster for good or its storage was wiped: stop holding records
         for it (pruning waits for every known node) and check a later node of that id afresh."""
         self._nodes.pop(node_id, None)
+        self._apply_cursors.pop(node_id, None)
 
     def check_logs(self, views: Iterable[NodeView]) -> None:
         """The full check of the current logs: Log Matching between them and against every
@@ -642,14 +642,13 @@ class RaftInvariants:
     # --- apply order -------------------------------------------------------------------------
 
     def _advance_apply(self, node_id: NodeId, boot: int, index: int, *, snapshot: bool) -> None:
-        node = self._nodes.get(node_id)
-        if node is None:
-            raise RaftCheckerError(f"node {node_id!r} applied before any observe of it")
-        if boot < node.apply_boot:
-            raise RaftCheckerError(f"node {node_id!r}: apply from old boot {boot}")
-        if boot > node.apply_boot:
-            node.apply_boot, node.apply_cursor = boot, None
-        cursor = node.apply_cursor
+        last_boot, cursor = self._apply_cursors.get(node_id, (boot, None))
+        if boot < last_boot:
+            raise RaftCheckerError(
+                f"node {node_id!r}: apply from boot {boot} after boot {last_boot}"
+            )
+        if boot > last_boot:
+            cursor = None  # a new incarnation replays from its snapshot
         if cursor is not None:
             if snapshot and index <= cursor:
                 problem = f"applied a snapshot at index {index} after applying index {cursor}"
@@ -662,7 +661,7 @@ class RaftInvariants:
                 raise RaftInvariantViolation(
                     APPLY_ORDER, f"node {node_id!r} (boot {boot}) {problem}"
                 )
-        node.apply_cursor = index
+        self._apply_cursors[node_id] = (boot, index)
 
     # --- memory ------------------------------------------------------------------------------
 
