@@ -7,7 +7,8 @@ import asyncio
 import echo_app
 import pytest
 
-from detsim import NetConfig, Simulation
+from detsim import NetConfig, Simulation, SimulationError
+from detsim.sim.net import tcp
 
 
 def test_a_peer_that_reboots_while_segments_are_held_answers_with_a_reset():
@@ -143,3 +144,70 @@ def test_a_killed_server_resets_its_clients_and_its_port_is_free_after_restart()
         return first, second
 
     assert sim.run(main()) == (["A"], ["B"])
+
+
+def test_a_server_keeps_only_its_open_clients_after_3000_connections():
+    sim = Simulation(seed=6)
+    servers = []
+
+    async def server():
+        srv = await asyncio.start_server(echo_app.handle, "0.0.0.0", 7000)
+        servers.append(srv)
+        await srv.serve_forever()
+
+    sim.add_node("n1", ip="10.0.0.1", init=server)
+    c1 = sim.add_node("c1", ip="10.0.0.2")
+
+    async def main():
+        for i in range(3_000):
+            assert await c1.spawn(echo_app.call("n1", 7000, [f"c{i}"])) == [f"C{i}"]
+        await asyncio.sleep(1)  # the last server-side close
+        held = len(servers[0]._clients)  # the table that grew by one per connection
+        _, writer = await c1.spawn(asyncio.open_connection("n1", 7000))
+        await asyncio.sleep(1)
+        open_now = len(servers[0]._clients)
+        writer.close()
+        return held, open_now
+
+    assert sim.run(main()) == (0, 1)
+
+
+def test_acknowledgements_in_flight_are_bounded_with_a_clear_error(monkeypatch):
+    # Acknowledgements come back 100 s late while a writer ignores drain() and its segments
+    # arrive one at a time: each delivery leaves one acknowledgement on its way back.
+    bound = 1_000
+    monkeypatch.setattr(tcp, "MAX_SEGMENTS_IN_FLIGHT", bound, raising=False)
+    sim = Simulation(seed=7, net=NetConfig(latency=(0.0005, 0.0005)))
+    pipes = []
+
+    async def sink():
+        async def handle(reader, writer):
+            while await reader.read(65536):
+                pass
+
+        srv = await asyncio.start_server(handle, "0.0.0.0", 7000)
+        await srv.serve_forever()
+
+    sim.add_node("n1", ip="10.0.0.1", init=sink)
+    c1 = sim.add_node("c1", ip="10.0.0.2")
+
+    async def writer():
+        _, w = await asyncio.open_connection("n1", 7000)
+        pipes.append(w.transport._ep.out)
+        sim.net.set_latency(100.0, 100.0, src="n1")
+        with pytest.raises(SimulationError, match=r"unacknowledged.*ignoring drain"):
+            for _ in range(2 * bound):
+                w.write(b"x")
+                await asyncio.sleep(0.001)
+        return len(pipes[0].acks)
+
+    async def main():
+        return await c1.spawn(writer())
+
+    assert bound * 0.9 < sim.run(main()) <= bound
+
+
+def test_the_in_flight_bound_is_above_what_a_drain_respecting_writer_can_reach():
+    # A writer that respects drain() has at most high_water_bytes + one write unacknowledged,
+    # at least one byte per segment: the bound must not fail it under the default marks.
+    assert NetConfig().high_water_bytes + 1 < tcp.MAX_SEGMENTS_IN_FLIGHT

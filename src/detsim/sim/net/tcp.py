@@ -3,6 +3,37 @@
 Owned here: the connection state machine, the two pipes of every connection (one per
 direction), flow control, and `create_connection` / `create_server` / `sock_connect`.
 
+The connection model (h11's `_state.py` style: one table, one function that moves)
+-------------------------------------------------------------------------------------
+Each end of a connection (an `Endpoint`) has its own `TcpState`, as each host has its own in
+real TCP. `TRANSITIONS` lists every legal (state, event) pair and the state it leads to;
+`transition()` is the only code that changes a state, and it asserts the pair is in the table,
+so an impossible move (a second FIN, a close before the handshake) fails the run at once.
+
+    CONNECTING --SYN_ACK--> ESTABLISHED           the SYN-ACK came back (client side)
+    (server side: an endpoint is born ESTABLISHED when the SYN finds a listener)
+    CONNECTING | ESTABLISHED --CONNECT_FAILED--> FAILED
+        refused, timed out, or the connecting task gave up (even after the SYN-ACK, before
+        it saw it; a paired endpoint then resets its peer)
+    ESTABLISHED --WRITE_EOF--> HALF_CLOSED_LOCAL    our FIN is queued; we still read
+    ESTABLISHED --FIN_ARRIVED--> HALF_CLOSED_REMOTE the peer's FIN was delivered; we still write
+    HALF_CLOSED_LOCAL --FIN_ARRIVED--> HALF_CLOSED_BOTH
+    HALF_CLOSED_REMOTE --WRITE_EOF--> HALF_CLOSED_BOTH
+    open --CLOSE--> CLOSED      owner closed: data then FIN still travel; connection_lost(None)
+    open --ABORT--> ABORTED     owner aborted: RST to the peer; connection_lost(None)
+    any unclosed --RST_ARRIVED | STREAM_TIMEOUT--> RESET
+        the peer's RST (abort, kill, data at a closed socket, a process gone), or segments
+        held across a cut longer than `stream_timeout`: connection_lost(ConnectionResetError)
+    any unclosed --PROCESS_GONE--> GONE
+        its boot died: no callbacks; a kill sends an RST to the peer, a crash sends nothing
+
+"open" is ESTABLISHED or a HALF_CLOSED state (an attached transport); "unclosed" adds
+CONNECTING. CLOSED, ABORTED, RESET, GONE and FAILED are terminal (`TERMINAL_STATES`): the
+endpoint leaves its boot's fd table and its server's client table as it enters one, and an
+event that reaches a terminal endpoint (an RST after a close) is dropped by the caller before
+`transition()`: there is no one left to tell. A pipe's `armed`, `ack_armed` and `held_since`
+are timer bookkeeping of one direction, not connection state.
+
 Rules:
 - A pipe is kernel machinery: its segments travel on kernel timers (never paused or killed)
   and reach the receiving boot through `loop`'s per-boot scheduling, so a paused receiver gets
@@ -12,6 +43,12 @@ Rules:
   reset both ends after `stream_timeout`), or reset (the owning process is gone).
 - Flow control: a writer's unacknowledged bytes above `high_water_bytes` pause its protocol
   (so `drain()` blocks); the acknowledgement of delivered bytes takes one latency back.
+- Bounds: `MAX_SEGMENTS_IN_FLIGHT` counts a pipe's queued segments plus its acknowledgements
+  still on their way back (each covers at least one delivered segment): a delivery turns
+  segments into at most one acknowledgement, so only `send` can grow the sum, and `send`
+  refuses data past the bound (the one FIN of a pipe may go one past: a close never fails).
+  A server's client table holds open endpoints only, so its boot's fd table bounds it
+  (`MAX_CONNECTIONS_PER_NODE`).
 - Every protocol callback of an endpoint runs in the context it was created in, on its boot;
   `connection_lost` is called exactly once.
 - Handshake: a SYN that finds the host unreachable is retried every `SYN_RETRY_S` until
@@ -23,6 +60,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextvars
+import enum
 import errno
 import itertools
 import socket
@@ -42,11 +80,93 @@ if TYPE_CHECKING:
 
 MAX_CONNECTIONS_PER_NODE = 1_024
 MAX_LISTENERS_PER_NODE = 256
-MAX_SEGMENT_QUEUE = 65_536  # segments in flight on one pipe
+# Segments on one pipe not yet acknowledged: queued, plus acknowledgements on their way back.
+# Twice the default high-water mark in bytes: a writer that respects drain() under the default
+# marks stays below it even writing one byte at a time.
+MAX_SEGMENTS_IN_FLIGHT = 131_072
 MAX_COALESCED_BYTES = 256 * 1024  # bytes handed to one data_received call
 SYN_RETRY_S = 1.0
 EPHEMERAL_PORTS = range(32_768, 61_000)
 FIN = b""  # the end-of-stream marker in a pipe (data segments are never empty)
+
+
+class TcpState(enum.Enum):
+    """The state of one end of a connection (see the model in the module docstring)."""
+
+    CONNECTING = "connecting"
+    ESTABLISHED = "established"
+    HALF_CLOSED_LOCAL = "half-closed-local"  # we sent FIN
+    HALF_CLOSED_REMOTE = "half-closed-remote"  # the peer's FIN arrived
+    HALF_CLOSED_BOTH = "half-closed-both"  # both FINs; the owner has not closed yet
+    CLOSED = "closed"
+    ABORTED = "aborted"
+    RESET = "reset"
+    GONE = "gone"
+    FAILED = "failed"
+
+
+class TcpEvent(enum.Enum):
+    SYN_ACK = "syn-ack"
+    CONNECT_FAILED = "connect-failed"
+    WRITE_EOF = "write-eof"
+    FIN_ARRIVED = "fin-arrived"
+    CLOSE = "close"
+    ABORT = "abort"
+    RST_ARRIVED = "rst-arrived"
+    STREAM_TIMEOUT = "stream-timeout"
+    PROCESS_GONE = "process-gone"
+
+
+OPEN_STATES = frozenset(
+    {
+        TcpState.ESTABLISHED,
+        TcpState.HALF_CLOSED_LOCAL,
+        TcpState.HALF_CLOSED_REMOTE,
+        TcpState.HALF_CLOSED_BOTH,
+    }
+)
+FIN_SENT_STATES = frozenset({TcpState.HALF_CLOSED_LOCAL, TcpState.HALF_CLOSED_BOTH})
+TERMINAL_STATES = frozenset(
+    {TcpState.CLOSED, TcpState.ABORTED, TcpState.RESET, TcpState.GONE, TcpState.FAILED}
+)
+
+
+def _build_transitions() -> dict[tuple[TcpState, TcpEvent], TcpState]:
+    S, E = TcpState, TcpEvent
+    table = {
+        (S.CONNECTING, E.SYN_ACK): S.ESTABLISHED,
+        (S.CONNECTING, E.CONNECT_FAILED): S.FAILED,
+        (S.ESTABLISHED, E.CONNECT_FAILED): S.FAILED,
+        (S.ESTABLISHED, E.WRITE_EOF): S.HALF_CLOSED_LOCAL,
+        (S.ESTABLISHED, E.FIN_ARRIVED): S.HALF_CLOSED_REMOTE,
+        (S.HALF_CLOSED_LOCAL, E.FIN_ARRIVED): S.HALF_CLOSED_BOTH,
+        (S.HALF_CLOSED_REMOTE, E.WRITE_EOF): S.HALF_CLOSED_BOTH,
+    }
+    for state in OPEN_STATES:
+        table[(state, E.CLOSE)] = S.CLOSED
+        table[(state, E.ABORT)] = S.ABORTED
+    for state in OPEN_STATES | {S.CONNECTING}:
+        table[(state, E.RST_ARRIVED)] = S.RESET
+        table[(state, E.STREAM_TIMEOUT)] = S.RESET
+        table[(state, E.PROCESS_GONE)] = S.GONE
+    return table
+
+
+TRANSITIONS: dict[tuple[TcpState, TcpEvent], TcpState] = _build_transitions()
+assert not any(state in TERMINAL_STATES for state, _ in TRANSITIONS), "terminal means terminal"
+assert set(TRANSITIONS.values()) | {TcpState.CONNECTING} == set(TcpState), "a state unreachable"
+
+
+def transition(ep: Endpoint, event: TcpEvent) -> TcpState:
+    """Move `ep` on `event`: the only place a state changes. An impossible pair is a bug."""
+    new = TRANSITIONS.get((ep.state, event))
+    assert new is not None, f"impossible TCP transition: {ep.state.name} on {event.name} ({ep!r})"
+    ep.state = new
+    if new in TERMINAL_STATES:
+        ep.boot.endpoints.pop(ep.serial, None)
+        if ep.server is not None:
+            ep.server.forget(ep)
+    return new
 
 
 class Endpoint:
@@ -54,9 +174,7 @@ class Endpoint:
 
     __slots__ = (
         "boot",
-        "closed",
         "ctx",
-        "eof_sent",
         "node",
         "out",
         "peer",
@@ -64,7 +182,9 @@ class Endpoint:
         "protocol",
         "reading_paused",
         "serial",
+        "server",
         "sock_addr",
+        "state",
         "transport",
     )
 
@@ -76,20 +196,32 @@ class Endpoint:
         sock_addr: tuple[str, int],
         peer_addr: tuple[str, int],
         ctx: contextvars.Context,
+        state: TcpState,
+        server: SimServer | None = None,
     ) -> None:
+        assert state in (TcpState.CONNECTING, TcpState.ESTABLISHED), "born connecting or accepted"
         self.serial = serial
         self.boot = boot
         self.node = node
         self.sock_addr = sock_addr
         self.peer_addr = peer_addr
         self.ctx = ctx
+        self.state: TcpState = state
+        self.server = server  # the server that accepted it: its client table lists it while open
         self.protocol: asyncio.BaseProtocol | None = None
         self.transport: SimTransport | None = None
         self.peer: Endpoint | None = None
         self.out: Pipe | None = None  # the pipe from this end to the peer
-        self.closed = False  # no more callbacks: closed, aborted, reset, or its boot died
-        self.eof_sent = False
-        self.reading_paused = False
+        self.reading_paused = False  # receive-side flow control, not connection state
+
+    def __repr__(self) -> str:
+        addrs = f"{_fmt(self.sock_addr)}->{_fmt(self.peer_addr)}"
+        return f"<Endpoint {self.serial} {addrs} {self.state.name}>"
+
+    @property
+    def closed(self) -> bool:
+        """No more callbacks: closed, aborted, reset, failed, or its boot died."""
+        return self.state in TERMINAL_STATES
 
 
 class Pipe:
@@ -119,8 +251,9 @@ class Pipe:
         self.armed = False
         self.held_since: float | None = None
         self.unacked_bytes = 0  # sent, not yet acknowledged (as of the last `settle_acks`)
-        # Acknowledgements in flight back to the sender: (arrival time, bytes). Settled lazily
-        # when the sender looks at its buffer; a timer runs only while the sender is paused.
+        # Acknowledgements in flight back to the sender: (arrival time, bytes), arrival times
+        # strictly increasing (see `add_ack`). Settled lazily when the sender looks at its
+        # buffer; a timer runs only while the sender is paused.
         self.acks: collections.deque[tuple[float, int]] = collections.deque()
         self.ack_armed = False
 
@@ -131,12 +264,31 @@ class Pipe:
         assert self.unacked_bytes >= 0, "acknowledged more than was sent"
         return self.unacked_bytes
 
+    def add_ack(self, arrive_at: float, size_bytes: int) -> None:
+        """An acknowledgement of `size_bytes` heads back, due at `arrive_at`.
+
+        One due no later than the last is merged into it: acknowledgements settle in order, so
+        it would settle with the last anyway (TCP's acknowledgements are cumulative).
+        """
+        acks = self.acks
+        if acks and arrive_at <= acks[-1][0]:
+            last_at, last_size = acks[-1]
+            acks[-1] = (last_at, last_size + size_bytes)
+        else:
+            acks.append((arrive_at, size_bytes))
+
+    def in_flight(self) -> int:
+        """Segments not yet acknowledged, as `MAX_SEGMENTS_IN_FLIGHT` counts them."""
+        return len(self.queue) + len(self.acks)
+
     def kick(self) -> None:
         """The network changed (heal, restart) or the receiver is ready: try again."""
         self.stack.kick(self)
 
 
 class TcpStack:
+    """The TCP of the whole network: ports, listeners, handshakes, and every pipe's segments."""
+
     def __init__(self, net: Network, loop: SimLoop) -> None:
         self.net = net
         self.loop = loop
@@ -254,6 +406,7 @@ class TcpStack:
             (src_ip, local_port),
             (ip, port),
             contextvars.copy_context(),
+            TcpState.CONNECTING,
         )
         boot.endpoints[ep.serial] = ep  # reserve the fd and port while connecting
         self.loop.record("connect", dst=f"{ip}:{port}", src_port=local_port)
@@ -264,11 +417,16 @@ class TcpStack:
         try:
             return await waiter
         except BaseException:
-            boot.endpoints.pop(ep.serial, None)
-            if ep.peer is not None and not ep.closed:
-                ep.closed = True
-                self._send_reset(ep)
+            # Refused, timed out, or the connecting task gave up, maybe after the SYN-ACK came.
+            if not ep.closed:
+                self._connect_failed(ep)
             raise
+
+    def _connect_failed(self, ep: Endpoint) -> None:
+        assert ep.protocol is None, "a failed connect never had a protocol"
+        transition(ep, TcpEvent.CONNECT_FAILED)
+        if ep.peer is not None:  # the SYN found a listener: the server end exists, reset it
+            self._send_reset(ep)
 
     def _check_fd_limit(self, boot: Boot) -> None:
         if len(boot.endpoints) >= MAX_CONNECTIONS_PER_NODE:
@@ -324,9 +482,11 @@ class TcpStack:
         if waiter.done() or ep.closed:
             # The connecting task gave up (timeout, cancel) or its process died: the SYN-ACK
             # finds no socket, and the client's host answers it with a reset.
-            ep.closed = True
+            if not ep.closed:
+                transition(ep, TcpEvent.CONNECT_FAILED)
             self._send_reset(ep)
             return
+        transition(ep, TcpEvent.SYN_ACK)
         self.loop.record_for(
             ep.node.name, "established", dst=_fmt(ep.peer_addr), src_port=ep.sock_addr[1]
         )
@@ -341,12 +501,14 @@ class TcpStack:
             )
 
     def pair(self, a: Endpoint, b: Endpoint) -> None:
+        assert a.peer is None and b.peer is None, "an endpoint is paired once"
         a.peer, b.peer = b, a
         a.out = Pipe(self, next(self._serials), a, b)
         b.out = Pipe(self, next(self._serials), b, a)
 
     def attach(self, ep: Endpoint, protocol: asyncio.BaseProtocol) -> tuple[SimTransport, Any]:
         """Give an established endpoint its protocol and transport; data may flow to it now."""
+        assert ep.state is TcpState.ESTABLISHED and ep.protocol is None, f"attach {ep!r}"
         transport = SimTransport(self, ep)
         ep.protocol = protocol
         ep.transport = transport
@@ -361,10 +523,13 @@ class TcpStack:
         pipe = ep.out
         if pipe is None or ep.peer is None:
             return
-        if len(pipe.queue) >= MAX_SEGMENT_QUEUE:
+        pipe.settle_acks(self.loop.now)  # settling is invisible: readers settle first
+        # A close never fails: the one FIN a pipe carries may go one past the bound.
+        if data and pipe.in_flight() >= MAX_SEGMENTS_IN_FLIGHT:
             raise SimulationError(
-                f"more than {MAX_SEGMENT_QUEUE} segments in flight on one "
-                "connection: is the writer ignoring drain()?"
+                f"more than {MAX_SEGMENTS_IN_FLIGHT} segments unacknowledged on one connection "
+                f"({len(pipe.queue)} queued, {len(pipe.acks)} acknowledgements on their way "
+                "back): is the writer ignoring drain()?"
             )
         at = self.loop.now + self.net.latency(ep.node, ep.peer.node)
         if at < pipe.last_at:
@@ -432,12 +597,14 @@ class TcpStack:
             crc = zlib.crc32(data)
             self.loop.record_for(dst.node.name, "recv", conn=pipe.serial, size=size, crc=crc)
             self.loop.soon_in(dst.ctx, self._data_received, dst, data)
-            pipe.acks.append((now + self.net.latency(dst.node, pipe.src.node), size))
+            pipe.add_ack(now + self.net.latency(dst.node, pipe.src.node), size)
+            assert pipe.in_flight() <= MAX_SEGMENTS_IN_FLIGHT + 1, "a delivery never adds"
             transport = pipe.src.transport
             if transport is not None and transport.protocol_paused:
                 self.arm_ack(pipe)
         if fin:
             queue.clear()
+            transition(dst, TcpEvent.FIN_ARRIVED)
             self.loop.soon_in(dst.ctx, self._eof_received, dst)
             return
         if queue:
@@ -467,6 +634,7 @@ class TcpStack:
         for ep in (pipe.src, pipe.dst):
             self._lose(
                 ep,
+                TcpEvent.STREAM_TIMEOUT,
                 ConnectionResetError(
                     errno.ECONNRESET, "Connection reset: segments held longer than stream_timeout"
                 ),
@@ -513,18 +681,22 @@ class TcpStack:
         self.loop.kernel_at(back, self._rst_arrives, peer)
 
     def _rst_arrives(self, ep: Endpoint) -> None:
-        self._lose(ep, ConnectionResetError(errno.ECONNRESET, "Connection reset by peer"))
+        self._lose(
+            ep,
+            TcpEvent.RST_ARRIVED,
+            ConnectionResetError(errno.ECONNRESET, "Connection reset by peer"),
+        )
 
-    def _lose(self, ep: Endpoint, exc: Exception | None, graceful: bool = False) -> None:
-        """End `ep` with `connection_lost(exc)` (once).
+    def _lose(self, ep: Endpoint, event: TcpEvent, exc: Exception | None) -> None:
+        """End `ep` on `event` with `connection_lost(exc)` (once; a terminal `ep` ignores it).
 
         A graceful close keeps what `ep` already sent (data, then FIN, still travel); an abrupt
         end drops it.
         """
         if ep.closed:
             return
-        ep.closed = True
-        ep.boot.endpoints.pop(ep.serial, None)
+        graceful = event is TcpEvent.CLOSE
+        transition(ep, event)
         if ep.out is not None and not graceful:
             ep.out.queue.clear()
             self.net.release(ep.out.serial)
@@ -551,7 +723,7 @@ class TcpStack:
     def boot_down(self, boot: Boot, send_resets: bool) -> None:
         for ep in list(boot.endpoints.values()):
             if isinstance(ep, Endpoint) and not ep.closed:
-                ep.closed = True
+                transition(ep, TcpEvent.PROCESS_GONE)
                 if send_resets:
                     self._send_reset(ep)
         boot.endpoints.clear()
@@ -562,16 +734,20 @@ class TcpStack:
         """The owner closed its transport: FIN after the data, then `connection_lost(None)`."""
         if ep.closed:
             return
-        if not ep.eof_sent:
-            ep.eof_sent = True
+        if ep.state not in FIN_SENT_STATES:
             self.send(ep, FIN)
-        self._lose(ep, None, graceful=True)
+        self._lose(ep, TcpEvent.CLOSE, None)
 
     def abort_endpoint(self, ep: Endpoint) -> None:
         if ep.closed:
             return
         self._send_reset(ep)
-        self._lose(ep, None)
+        self._lose(ep, TcpEvent.ABORT, None)
+
+    def write_eof(self, ep: Endpoint) -> None:
+        """The owner shut its sending side: FIN after the data; it still reads."""
+        transition(ep, TcpEvent.WRITE_EOF)
+        self.send(ep, FIN)
 
     # --- servers ---------------------------------------------------------------------------
 
@@ -648,6 +824,8 @@ class Listener:
             (local_ip, self.port),
             client.sock_addr,
             self.server.ctx,
+            TcpState.ESTABLISHED,
+            self.server,
         )
         self.boot.endpoints[ep.serial] = ep
         stack.loop.record_for(node.name, "accept", src=_fmt(client.sock_addr), port=self.port)
@@ -681,8 +859,17 @@ class SimServer(asyncio.AbstractServer):
         if self._closed:
             self._stack.abort_endpoint(ep)
             return
+        # Open endpoints only (`forget` drops each as it closes): within its boot's fd table.
+        assert len(self._clients) < MAX_CONNECTIONS_PER_NODE, "more clients than fds"
         self._clients[ep.serial] = ep
         self._stack.attach(ep, self._factory())
+
+    def forget(self, ep: Endpoint) -> None:
+        """`ep` reached a terminal state: it is no longer a client of this server."""
+        self._clients.pop(ep.serial, None)
+
+    def open_clients(self) -> int:
+        return len(self._clients)
 
     def start_listening(self) -> None:
         if self._serving or self._closed:
@@ -821,7 +1008,7 @@ class SimTransport(asyncio.Transport):
             raise TypeError(
                 f"data argument must be a bytes-like object, not {type(data).__name__!r}"
             )
-        if self._ep.eof_sent:
+        if self._ep.state in FIN_SENT_STATES:
             raise RuntimeError("Cannot call write() after write_eof()")
         if not data or self.is_closing():
             return
@@ -832,10 +1019,9 @@ class SimTransport(asyncio.Transport):
         self.write(b"".join(list_of_data))
 
     def write_eof(self) -> None:
-        if self._ep.eof_sent or self.is_closing():
+        if self._ep.state in FIN_SENT_STATES or self.is_closing():
             return
-        self._ep.eof_sent = True
-        self._stack.send(self._ep, FIN)
+        self._stack.write_eof(self._ep)
 
     def can_write_eof(self) -> bool:
         return True
