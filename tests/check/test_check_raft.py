@@ -40,12 +40,14 @@ from detsim.raft.core import (
     Message,
     RaftError,
     RemoteProtocolError,
+    SnapshotMeta,
     VoteRequest,
     VoteResponse,
 )
 from detsim.raft.core.config import RaftConfig
 from detsim.raft.core.log import RaftLog
 from detsim.raft.core.raft import Raft
+from detsim.raft.core.ready import Ready
 
 
 @dataclass
@@ -628,15 +630,27 @@ def entry_digest(entry: Entry) -> bytes:
     return payload_digest(int(entry.kind), entry.data)
 
 
+SNAPSHOT_BYTES = 3000  # each snapshot is this many bytes: several chunks with CHUNK_BYTES
+CHUNK_BYTES = 1024
+
+
+class SnapshotBytes:
+    """The SnapshotReader: a snapshot's bytes are a pattern derived from its index."""
+
+    def read_chunk(self, meta: SnapshotMeta, offset: int, size_bytes: int) -> bytes:
+        return bytes((meta.index + k) % 251 for k in range(offset, offset + size_bytes))
+
+
 class CoreNode:
-    """One real core plus what survives its crashes: the hard state and the log."""
+    """One real core plus what survives its crashes: hard state, snapshot and log."""
 
     def __init__(self, node_id: str, ids: tuple[str, ...], seed: int, config: RaftConfig) -> None:
         self.node_id, self.ids, self.seed, self.config = node_id, ids, seed, config
         self.boot = 0
         self.alive = True
         self.hard = HardState()
-        self.durable_log: list[Entry] = []  # no compaction here: index i is at i - 1
+        self.snapshot: SnapshotMeta | None = None
+        self.durable_log: list[Entry] = []  # the entries after the snapshot
         self.raft = self._start()
 
     def _start(self) -> Raft:
@@ -645,14 +659,39 @@ class CoreNode:
             self.config,
             random.Random(f"{self.seed}/{self.node_id}/{self.boot}"),
             hard_state=self.hard,
+            snapshot=self.snapshot,
             entries=list(self.durable_log),
+            applied=self.snapshot.index if self.snapshot else 0,
             initial_conf=ConfState.of(self.ids),
+            snapshot_reader=SnapshotBytes(),
         )
 
     def restart(self) -> None:
         self.boot += 1
         self.alive = True
         self.raft = self._start()
+
+    def persist(self, rd: Ready) -> None:
+        """Step 1 of the Ready contract (the snapshot first: it discards the log)."""
+        if rd.hard_state is not None:
+            self.hard = rd.hard_state
+        if rd.snapshot is not None:
+            self.snapshot, self.durable_log = rd.snapshot, []
+        if rd.entries:
+            base = self.snapshot.index if self.snapshot else 0
+            del self.durable_log[rd.entries[0].index - base - 1 :]
+            self.durable_log.extend(rd.entries)
+
+    def compact(self) -> bool:
+        """Snapshot the state machine at its applied index and drop the log before it."""
+        r = self.raft
+        index = r.applied
+        meta = SnapshotMeta(index, r.log.term(index) or 0, r.conf_at(index), SNAPSHOT_BYTES)
+        r.compact(meta)
+        base = self.snapshot.index if self.snapshot else 0
+        del self.durable_log[: index - base]
+        self.snapshot = meta
+        return True
 
     def view(self) -> NodeView:
         r = self.raft
@@ -681,6 +720,7 @@ class RunStats:
     committed: int = 0  # highest index applied anywhere
     acknowledged: int = 0
     refused: int = 0  # messages the core refused (RemoteProtocolError)
+    snapshots_installed: int = 0
 
 
 class CoreCluster:
@@ -689,6 +729,7 @@ class CoreCluster:
     def __init__(self, seed: int, size: int = 3, **config: Any) -> None:
         self.rng = random.Random(seed)
         ids = tuple(f"n{k}" for k in range(1, size + 1))
+        config.setdefault("snapshot_chunk_bytes", CHUNK_BYTES)
         self.nodes = {i: CoreNode(i, ids, seed, RaftConfig(i, **config)) for i in ids}
         self.check = RaftInvariants()
         self.network: list[Message] = []
@@ -706,11 +747,12 @@ class CoreCluster:
         r = node.raft
         while r.has_ready():
             rd = r.ready()
-            if rd.hard_state is not None:
-                node.hard = rd.hard_state
-            if rd.entries:
-                del node.durable_log[rd.entries[0].index - 1 :]
-                node.durable_log.extend(rd.entries)
+            node.persist(rd)
+            if rd.snapshot is not None:
+                self.check.snapshot_applied(
+                    node.node_id, node.boot, rd.snapshot.index, rd.snapshot.term
+                )
+                self.stats.snapshots_installed += 1
             self.network.extend(rd.messages)
             del self.network[:-MAX_IN_FLIGHT]
             for entry in rd.committed_entries:
@@ -740,6 +782,7 @@ class CoreCluster:
             (2, self.crash_one),
             (2, self.restart_one),
             (1, self.toggle_partition),
+            (1, self.compact_one),
         )
         weights = [w for w, _ in actions]
         for _ in range(steps):
@@ -778,6 +821,15 @@ class CoreCluster:
         dead = [n for n in self.nodes.values() if not n.alive]
         if dead:
             self.restart(self.rng.choice(dead).node_id)
+
+    def compact_one(self) -> None:
+        """A node whose log holds 5+ applied entries snapshots; a lagging peer then needs
+        InstallSnapshot, and a restart starts from the snapshot."""
+        alive = [n for n in self.nodes.values() if n.alive]
+        node = self.rng.choice(alive)
+        if node.raft.applied - node.raft.snapshot_meta.index >= 5:
+            node.compact()
+            self.handle(node)
 
     def toggle_partition(self) -> None:
         if self.cut:
@@ -823,8 +875,11 @@ class CoreCluster:
         self.network = [m for m in self.network if m.frm != nid]  # unsent: lost with it
 
     def restart(self, nid: str) -> None:
-        self.nodes[nid].restart()
-        self.handle(self.nodes[nid])
+        node = self.nodes[nid]
+        node.restart()
+        if node.snapshot is not None:  # the state machine is restored from it
+            self.check.snapshot_applied(nid, node.boot, node.snapshot.index, node.snapshot.term)
+        self.handle(node)
 
 
 def test_the_real_core_fires_nothing_over_many_seeds() -> None:
@@ -835,8 +890,10 @@ def test_the_real_core_fires_nothing_over_many_seeds() -> None:
             totals.leaders += stats.leaders
             totals.committed += stats.committed
             totals.acknowledged += stats.acknowledged
-    # Not vacuous: the runs changed leaders, committed and acknowledged entries.
+            totals.snapshots_installed += stats.snapshots_installed
+    # Not vacuous: the runs changed leaders, committed, acknowledged and installed snapshots.
     assert totals.leaders > 100 and totals.acknowledged > 500, totals
+    assert totals.snapshots_installed > 10, totals
 
 
 # The broken cores: each replaces one method of the real core from outside.
@@ -882,7 +939,7 @@ BROKEN_CORES = [
         RaftLog,
         "maybe_append",
         keep_conflicting_suffix,
-        {STATE_MACHINE_SAFETY, LOG_MATCHING},
+        {STATE_MACHINE_SAFETY, LOG_MATCHING, LEADER_COMPLETENESS},
         id="keep-conflicts",
     ),
 ]
