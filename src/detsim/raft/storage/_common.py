@@ -1,0 +1,56 @@
+"""Shared pieces of the Raft storage: its corruption error and directory helpers.
+
+Rules: every path goes through `detsim.fs` (real files in production, the node's simulated disk
+in a simulation); a created directory is made durable by fsyncing each parent we created it in.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Final
+
+from detsim import fs
+from detsim.fs import records
+from detsim.fs.records import CorruptRecordError
+
+MAX_DIR_DEPTH: Final = 64  # ancestors created by ensure_dir (a path deeper than this is a bug)
+
+
+class CorruptStorageError(CorruptRecordError):
+    """Durable Raft state is damaged where it must not be: a committed entry, a snapshot, a gap
+    below the commit index. Names the file and the offset; the node must stop (nothing is
+    dropped to carry on). A subclass of the record file's error, so one `except` catches both."""
+
+
+def ensure_dir(path: str) -> None:
+    """Create `path` (and missing parents) durably: each new name fsynced in its parent."""
+    missing: list[str] = []
+    current = os.path.abspath(path)
+    while not fs.exists(current):
+        assert len(missing) < MAX_DIR_DEPTH, f"directory deeper than {MAX_DIR_DEPTH}: {path}"
+        missing.append(current)
+        parent = os.path.dirname(current)
+        if parent == current:
+            break
+        current = parent
+    if not missing:
+        return
+    fs.makedirs(path, exist_ok=True)
+    for created in reversed(missing):
+        fs.fsync_dir(os.path.dirname(created))
+
+
+def count_records(path: str, end_offset: int) -> int:
+    """How many records a record file holds before `end_offset`, the end of its valid prefix
+    (as a `CorruptRecordError` for a torn tail reports it): walks the record headers, whose
+    checksums the record file already verified."""
+    count = 0
+    with fs.open(path, "rb") as f:
+        data = f.read(end_offset)
+    pos = records.HEADER_BYTES
+    while pos < end_offset:
+        (length, _, _) = records.RECORD_HEADER.unpack_from(data, pos)
+        pos += records.RECORD_HEADER.size + length
+        count += 1
+    assert pos == end_offset, (path, pos, end_offset)
+    return count
