@@ -97,3 +97,32 @@ async def test_sleeps_a_day():
     )
     result = pytester.runpytest("-p", "asyncio", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
+
+
+async def create_and_close_a_loop():
+    """What libraries do inside a running loop: make a loop of their own, then close it."""
+    before = time.time()
+    loop = asyncio.new_event_loop()
+    loop.close()
+    await asyncio.sleep(1)
+    return loop.is_closed(), time.time() - before, detsim.in_simulation()
+
+
+def test_a_loop_created_and_closed_inside_a_policy_run(sim_policy):
+    assert asyncio.run(create_and_close_a_loop()) == (True, 1.0, True)
+
+
+def test_a_loop_created_and_closed_inside_a_simulation():
+    assert detsim.Simulation(seed=1).run(create_and_close_a_loop()) == (True, 1.0, True)
+
+
+def test_closing_a_policy_loop_with_a_pending_task_inside_a_simulation_keeps_the_outer_one():
+    async def main():
+        loop = detsim.EventLoopPolicy(seed=9).new_event_loop()
+        loop.create_task(asyncio.sleep(5))  # pending: its teardown enters the inner world
+        loop.close()
+        await asyncio.sleep(2)  # the outer simulation is back in place
+        return loop.is_closed(), asyncio.get_running_loop().time(), detsim.in_simulation()
+
+    assert detsim.Simulation(seed=1).run(main()) == (True, 2.0, True)
+    assert not detsim.in_simulation()

@@ -22,7 +22,8 @@ thread are untouched by a simulation running beside them.
   queue and `put` into a full one, `threading.Event.wait` of an event not set. A wait that
   can be answered at once (a done future, an item in the queue, a zero timeout) is answered.
 - sockets: `socket.socket` builds simulated sockets (for libraries that create and connect a
-  socket themselves, such as aiohttp through aiohappyeyeballs), `socket.getaddrinfo` and
+  socket themselves, such as aiohttp through aiohappyeyeballs) — except around an existing
+  descriptor (`socketpair`, an event loop's self-pipe), `socket.getaddrinfo` and
   `gethostbyname` resolve simulated names, so nothing reaches the real network.
 
 Rules: the originals are captured at import (the simulator reads real time only through
@@ -310,11 +311,18 @@ class DispatchSocket(_REAL_SOCKET):
     __slots__ = ()
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Any:
-        if _loop() is not None:
+        # Around an existing descriptor (`socket.socketpair`, the self-pipe of an event loop
+        # that a library creates and closes) the socket is the real one: it connects nowhere.
+        if _loop() is not None and _fileno_of(args, kwargs) is None:
             from detsim.sim.net.sockets import SimSocket
 
             return SimSocket(*args, **kwargs)
         return super().__new__(cls, *args, **kwargs)
+
+
+def _fileno_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """The `fileno` argument of `socket.socket(family, type, proto, fileno)`, or None."""
+    return args[3] if len(args) > 3 else kwargs.get("fileno")
 
 
 def sim_getaddrinfo(

@@ -326,6 +326,9 @@ class SimLoop(asyncio.BaseEventLoop):
         task = super().create_task(coro, name=name, context=context)
         default = self.default_boot
         boot = BOOT.get(default) if context is None else context.get(BOOT, default)
+        boots = self._boots
+        if boot.index >= len(boots) or boots[boot.index] is not boot:
+            boot = default  # created from another simulation's code (a loop it made): not its
         boot.task_seq += 1
         boot.tasks[boot.task_seq] = task
         return task
@@ -420,13 +423,13 @@ class SimLoop(asyncio.BaseEventLoop):
         for boot in self._boots:
             tasks.extend(boot.tasks.values())
         self._graveyard.clear()
-        with self.world_entered():
-            for task in tasks:
-                if task.done():
-                    continue
-                task._log_destroy_pending = False  # type: ignore[attr-defined]
-                with contextlib.suppress(BaseException):  # the world is gone; nothing to tell
-                    task.get_coro().close()
+        pending = [task for task in tasks if not task.done()]
+        if pending:  # a loop that never ran (a library's new_event_loop) has nothing to close
+            with _WorldEntered(self, inside_another=True):
+                for task in pending:
+                    task._log_destroy_pending = False  # type: ignore[attr-defined]
+                    with contextlib.suppress(BaseException):  # the world is gone; nothing to tell
+                        task.get_coro().close()
         self._ready.clear()
         self._scheduled.clear()
 
@@ -573,19 +576,41 @@ class SimLoop(asyncio.BaseEventLoop):
 
 
 class _WorldEntered:
-    """Context manager: this thread is in the simulation, and the patches are installed."""
+    """Context manager: this thread is in the simulation, and the patches are installed.
 
-    def __init__(self, loop: SimLoop) -> None:
+    `inside_another`: for tearing a loop down while another simulation runs in this thread (a
+    policy loop that code inside a simulation created and closes): that one steps aside for
+    the teardown and is back in place after it.
+    """
+
+    def __init__(self, loop: SimLoop, inside_another: bool = False) -> None:
         self._loop = loop
+        self._inside_another = inside_another
+        self._outer: Simulation | None = None
 
     def __enter__(self) -> None:
-        runtime.enter(self._loop.sim)
+        if self._inside_another:
+            self._outer = runtime.active()
+            if self._outer is not None:
+                runtime.leave(self._outer)
+        try:
+            runtime.enter(self._loop.sim)
+        except BaseException:
+            self._restore_outer()
+            raise
         try:
             entropy.acquire()
         except BaseException:
             runtime.leave(self._loop.sim)
+            self._restore_outer()
             raise
 
     def __exit__(self, *exc: object) -> None:
         entropy.release()
         runtime.leave(self._loop.sim)
+        self._restore_outer()
+
+    def _restore_outer(self) -> None:
+        if self._outer is not None:
+            runtime.enter(self._outer)
+            self._outer = None
