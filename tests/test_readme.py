@@ -18,4 +18,6 @@ def test_readme_simulation_example_runs(tmp_path, capsys):
     reply, now, trace_hash = capsys.readouterr().out.split()
     assert reply == "b'HELLO\\n'"
     assert float(now) > 5.0  # delivered only after the 5 s partition healed
+    # The README states what it prints and explains the time (the SYN retried each second).
+    assert f"It prints `b'HELLO\\n' {now}`" in README.read_text()
     assert len(trace_hash) == 32
