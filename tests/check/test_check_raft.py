@@ -64,6 +64,7 @@ class FakeNode:
     snapshot_index: int = 0
     snapshot_term: int = 0
     log: list[tuple[int, Any]] = field(default_factory=list)
+    durable: tuple[int, str | None] | None = None
 
     def view(self) -> NodeView:
         return NodeView(
@@ -78,6 +79,7 @@ class FakeNode:
             snapshot_term=self.snapshot_term,
             last_index=self.snapshot_index + len(self.log),
             entry_at=log_reader(self.log, self.snapshot_index + 1),
+            durable=self.durable,
         )
 
     def entry(self, index: int) -> tuple[int, Any]:
@@ -251,6 +253,26 @@ def test_a_vote_forgotten_by_a_restart_fires() -> None:
     with pytest.raises(RaftInvariantViolation) as excinfo:
         c.set("n1", boot=1, vote=None)
     assert_message(excinfo, ONE_VOTE_PER_TERM, "from 'n2' (boot 0) to None (boot 1)")
+
+
+def test_a_restart_is_checked_against_the_durable_hard_state() -> None:
+    c = Cluster("n1")
+    c.set("n1", term=4, vote="n2")
+    c.set("n1", term=5, vote="n1", role="candidate", durable=(4, "n2"))  # a Ready in flight
+    c.set("n1", boot=1, term=4, vote="n2", role="follower", durable=None)  # lost: fine
+    c.set("n1", term=5, vote="n3", durable=(4, "n2"))
+    with pytest.raises(RaftInvariantViolation) as excinfo:
+        c.set("n1", boot=2, term=3, vote=None)
+    assert_message(excinfo, TERM_MONOTONIC, "from term 4 (boot 1) back to term 3 (boot 2)")
+
+
+def test_a_durable_vote_lost_by_a_restart_fires() -> None:
+    c = Cluster("n1")
+    c.set("n1", term=4, vote="n2", durable=(4, "n2"))
+    c.set("n1", term=5, vote=None, durable=(4, "n2"))
+    with pytest.raises(RaftInvariantViolation) as excinfo:
+        c.set("n1", boot=1, term=4, vote="n3", durable=None)
+    assert_message(excinfo, ONE_VOTE_PER_TERM, "from 'n2' (boot 0) to 'n3' (boot 1)")
 
 
 def test_a_candidate_that_did_not_vote_for_itself_fires() -> None:
@@ -1063,3 +1085,11 @@ def test_figure8_schedule_on_the_real_core_fires_nothing() -> None:
     n2 = c.nodes["n2"].raft
     assert (n2.role_name, n2.term, n2.log.entry(4).term) == ("leader", 5, 2)
     assert c.nodes["n3"].raft.commit == n2.last_index
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("size", [3, 5])
+def test_the_real_core_fires_nothing_over_hundreds_of_seeds(size: int) -> None:
+    for seed in range(300):
+        for config in ({}, {"pre_vote": False, "check_quorum": False}):
+            CoreCluster(seed, size, **config).run(3000)

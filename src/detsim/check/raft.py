@@ -40,11 +40,12 @@ Algorithm"; Figure 3 lists the five safety properties, Figure 2 the persistent s
                          (Fig. 2: lastApplied is incremented one by one; a snapshot jumps it).
 
 How to feed it (the contract):
-- `observe(view)` after every step of a node, at a point where the view's term, vote and log are
-  durable (after the driver persisted the step's Ready: etcd's HardState and Entries are saved
-  before messages are sent). The cross-restart checks (Term Monotonic, One Vote Per Term) compare
-  with the last view of the previous boot, so a view of state that a power loss may still undo
-  would be a false alarm.
+- `observe(view)` after every step of a node. Within a boot the checks compare in-memory
+  state. Across a restart, Term Monotonic and One Vote Per Term compare the new boot's state
+  with the last *durable* (term, vote) of the previous boot: `view.durable` when the driver sets
+  it (the hard state it last persisted, if a Ready may be in flight), else the view's own term
+  and vote (right for a driver that observes after persisting each Ready and steps nothing
+  meanwhile). A log entry that a power loss undoes is fine: a restart re-reads the log.
 - `boot` counts incarnations of a node (0, 1, ...); per-boot checks restart when it increases.
 - `view.entry_at(index)` returns (term, payload digest) for snapshot_index < index <= last_index.
   The digest is any hashable value that identifies the payload (`payload_digest` makes one).
@@ -155,6 +156,11 @@ class NodeView:
 
     `entry_at(index)` -> (term, digest) for snapshot_index < index <= last_index; it is read
     during `observe` only, so it may read the node's live log.
+
+    `term`, `vote`, `role` are the node's in-memory state. `durable` is the (term, vote) of the
+    last hard state the node persisted, when it may differ (a Ready being persisted while the
+    core is stepped on); None means `term` and `vote` are durable. A restart is checked
+    against the last durable (term, vote) of the previous boot.
     """
 
     node_id: NodeId
@@ -168,6 +174,7 @@ class NodeView:
     snapshot_term: int
     last_index: int
     entry_at: EntryReader
+    durable: tuple[int, NodeId | None] | None = None
 
 
 def payload_digest(*parts: bytes | str | int) -> bytes:
@@ -267,6 +274,7 @@ class RaftInvariants:
         self._ack_stairs = _Staircase()
         self._pruned_upto = 0  # per-index records at or below this index are forgotten
         self._next_prune = PRUNE_BATCH
+        self._tracked = 0  # records added since the last count (tracked_entries is exact)
         self.observes = 0  # counters, for reports and tests
         self.entry_reads = 0
 
@@ -275,7 +283,6 @@ class RaftInvariants:
     def observe(self, view: NodeView) -> None:
         """Check one node's state after a step (see the module header for when to call it)."""
         self.observes += 1
-        reader = self._counting(view.entry_at)
         node = self._nodes.get(view.node_id)
         if node is None:
             node = self._nodes[view.node_id] = _Node(view)
@@ -291,11 +298,10 @@ class RaftInvariants:
         same_boot = prev is not None and prev.boot == view.boot
         self._check_hard_state(prev, view)
         self._check_indexes(prev if same_boot else None, view)
-        self._sync_log(node, view, reader, prev if same_boot else None)
+        self._sync_log(node, view, prev if same_boot else None)
         self._record_commits(node, view)
-        self._check_leader(node, view, reader)
+        self._check_leader(node, view)
         node.view = view
-        self._maybe_prune()
 
     def applied(self, node_id: NodeId, boot: int, index: int, term: int, digest: Digest) -> None:
         """`node_id`, in incarnation `boot`, applied entry (index, term, digest) to its state
@@ -386,28 +392,32 @@ class RaftInvariants:
     def _check_hard_state(self, prev: NodeView | None, view: NodeView) -> None:
         if view.role not in ROLES:
             raise RaftCheckerError(f"node {view.node_id!r}: unknown role {view.role!r}")
-        if prev is not None and view.term < prev.term:
-            raise RaftInvariantViolation(
-                TERM_MONOTONIC,
-                f"node {view.node_id!r} went from term {prev.term} (boot {prev.boot}) back to "
-                f"term {view.term} (boot {view.boot})",
-            )
-        if (
-            prev is not None
-            and view.term == prev.term
-            and prev.vote is not None
-            and view.vote != prev.vote
-        ):
-            raise RaftInvariantViolation(
-                ONE_VOTE_PER_TERM,
-                f"node {view.node_id!r} in term {view.term} changed its vote from "
-                f"{prev.vote!r} (boot {prev.boot}) to {view.vote!r} (boot {view.boot})",
-            )
+        if prev is not None:
+            # Within a boot, memory against memory; across a restart, against what was durable.
+            before = (prev.term, prev.vote) if prev.boot == view.boot else _durable(prev)
+            self._check_term_and_vote(prev.boot, before, view)
         if view.role in ("candidate", "leader") and view.vote != view.node_id:
             raise RaftInvariantViolation(
                 CANDIDATE_SELF_VOTE,
                 f"node {view.node_id!r} is {view.role} in term {view.term} but its vote is "
                 f"{view.vote!r}",
+            )
+
+    def _check_term_and_vote(
+        self, boot: int, before: tuple[int, NodeId | None], view: NodeView
+    ) -> None:
+        term, vote = before
+        if view.term < term:
+            raise RaftInvariantViolation(
+                TERM_MONOTONIC,
+                f"node {view.node_id!r} went from term {term} (boot {boot}) back to "
+                f"term {view.term} (boot {view.boot})",
+            )
+        if view.term == term and vote is not None and view.vote != vote:
+            raise RaftInvariantViolation(
+                ONE_VOTE_PER_TERM,
+                f"node {view.node_id!r} in term {view.term} changed its vote from "
+                f"{vote!r} (boot {boot}) to {view.vote!r} (boot {view.boot})",
             )
 
     def _check_indexes(self, prev: NodeView | None, view: NodeView) -> None:
@@ -419,23 +429,24 @@ class RaftInvariants:
             _index_order(v, "applied_index <= commit_index")
         if prev is None:
             return
-        for name in ("commit_index", "applied_index", "snapshot_index"):
-            before, now = getattr(prev, name), getattr(v, name)
+        for name, before, now in (
+            ("commit_index", prev.commit_index, v.commit_index),
+            ("applied_index", prev.applied_index, v.applied_index),
+            ("snapshot_index", prev.snapshot_index, v.snapshot_index),
+        ):
             if now < before:
                 _index_order(v, f"{name} went back from {before} to {now} within boot {v.boot}")
 
     # --- observe: the log --------------------------------------------------------------------
 
-    def _sync_log(
-        self, node: _Node, view: NodeView, reader: EntryReader, prev: NodeView | None
-    ) -> None:
+    def _sync_log(self, node: _Node, view: NodeView, prev: NodeView | None) -> None:
         """Bring the shadow of the node's log up to date, checking every new or rewritten entry.
         `prev` is the previous view of the same boot, if any."""
         reset = self._align_shadow(node, view)
         first = view.snapshot_index + 1
         old_last = node.shadow_base + len(node.shadow)
         j = min(view.last_index, old_last)
-        while j >= first and reader(j)[0] != node.shadow[j - first]:
+        while j >= first and self._read(view, j)[0] != node.shadow[j - first]:
             j -= 1
         changed_from = j + 1  # entries below are unchanged since the last observe
         if not reset and changed_from <= old_last:
@@ -445,7 +456,7 @@ class RaftInvariants:
             prev_term = view.snapshot_term
         del node.shadow[changed_from - first :]
         for index in range(changed_from, view.last_index + 1):
-            term, digest = reader(index)
+            term, digest = self._read(view, index)
             self._check_new_entry(view, index, term, digest, prev_term)
             node.shadow.append(term)
             prev_term = term
@@ -553,7 +564,7 @@ class RaftInvariants:
                 f"{known[0].node_id!r} committed term {known[0].term} there",
             )
 
-    def _check_leader(self, node: _Node, view: NodeView, reader: EntryReader) -> None:
+    def _check_leader(self, node: _Node, view: NodeView) -> None:
         if view.role != "leader":
             node.leader_term = None
             return
@@ -570,14 +581,12 @@ class RaftInvariants:
         node.leader_term = view.term  # newly elected: it must hold what was committed before
         commit = self._commit_stairs.best_below(view.term)
         if commit is not None:
-            self._check_leader_holds(view, reader, commit, LEADER_COMPLETENESS, "committed")
+            self._check_leader_holds(view, commit, LEADER_COMPLETENESS, "committed")
         acked = self._ack_stairs.best_below(view.term)
         if acked is not None:
-            self._check_leader_holds(view, reader, acked, ACKNOWLEDGED_SURVIVE, "acknowledged")
+            self._check_leader_holds(view, acked, ACKNOWLEDGED_SURVIVE, "acknowledged")
 
-    def _check_leader_holds(
-        self, view: NodeView, reader: EntryReader, known: _Known, invariant: str, what: str
-    ) -> None:
+    def _check_leader_holds(self, view: NodeView, known: _Known, invariant: str, what: str) -> None:
         """The leader in `view` holds `known` (Log Matching then gives everything before it)."""
         if known.index < view.snapshot_index:
             return  # compacted into its snapshot, which covers only committed entries
@@ -588,7 +597,7 @@ class RaftInvariants:
             if view.snapshot_term == known.term:
                 return
         else:
-            term, digest = reader(known.index)
+            term, digest = self._read(view, known.index)
             if term == known.term and (known.digest is None or digest == known.digest):
                 return
             held = _fmt(_Known(known.index, term, digest, view.node_id))
@@ -630,14 +639,10 @@ class RaftInvariants:
     def _check_leader_holds_all_commits(self, view: NodeView) -> None:
         for known, bound in self._committed.values():
             if bound < view.term:
-                self._check_leader_holds(
-                    view, view.entry_at, known, LEADER_COMPLETENESS, "committed"
-                )
+                self._check_leader_holds(view, known, LEADER_COMPLETENESS, "committed")
         for known, bound in self._acked.values():
             if bound < view.term:
-                self._check_leader_holds(
-                    view, view.entry_at, known, ACKNOWLEDGED_SURVIVE, "acknowledged"
-                )
+                self._check_leader_holds(view, known, ACKNOWLEDGED_SURVIVE, "acknowledged")
 
     # --- apply order -------------------------------------------------------------------------
 
@@ -666,11 +671,8 @@ class RaftInvariants:
     # --- memory ------------------------------------------------------------------------------
 
     def _count_new_record(self) -> None:
-        if self.tracked_entries >= self._next_prune:
-            self._prune()
-
-    def _maybe_prune(self) -> None:
-        if self.tracked_entries >= self._next_prune:
+        self._tracked += 1
+        if self._tracked >= self._next_prune:
             self._prune()
 
     def _prune(self) -> None:
@@ -685,7 +687,7 @@ class RaftInvariants:
             for key in [k for k in self._other_terms if k[0] <= floor]:
                 del self._other_terms[key]
             self._pruned_upto = floor
-        tracked = self.tracked_entries
+        tracked = self._tracked = self.tracked_entries
         if tracked > self.max_tracked_entries:
             laggard = min(self._nodes.values(), key=lambda n: n.view.applied_index)
             raise RaftCheckerError(
@@ -713,12 +715,13 @@ class RaftInvariants:
             return node.view.term
         return max((n.view.term for n in self._nodes.values()), default=0)
 
-    def _counting(self, entry_at: EntryReader) -> EntryReader:
-        def read(index: int) -> tuple[int, Digest]:
-            self.entry_reads += 1
-            return entry_at(index)
+    def _read(self, view: NodeView, index: int) -> tuple[int, Digest]:
+        self.entry_reads += 1
+        return view.entry_at(index)
 
-        return read
+
+def _durable(view: NodeView) -> tuple[int, NodeId | None]:
+    return (view.term, view.vote) if view.durable is None else view.durable
 
 
 def _fmt(known: _Known) -> str:
