@@ -7,8 +7,9 @@ in total; then a generated history of 100,000 ops over 1,000 keys from a realist
 Parsing is not timed for the corpus (porcupine's benchmarks parse before the timer too).
 With --command: the `detsim check` command on each corpus set instead, as a user runs it, in
 both modes: `--json` (verdicts only) and the human-readable output (every violation explained);
-median over RUNS of the wall time of the whole command, and of the seconds the command reports
-for its files (parse + check, summed).
+median over RUNS of the whole command's CPU time (user + system: what it costs, little moved by
+other load on the machine), its wall time, and the seconds it reports for its files (parse +
+check, wall, summed).
 
     .venv/bin/python benchmarks/bench_check.py [--runs 5] [--per-file] [--command]
 """
@@ -21,6 +22,7 @@ import json
 import platform
 import random
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -165,8 +167,14 @@ def detsim_command() -> list[str]:
     return [sys.executable, "-c", "from detsim.cli import main; main()"]
 
 
-def command_seconds(args: list[str], as_json: bool) -> tuple[float, float]:
-    """(wall seconds of the whole command, seconds it reports for its files, summed)."""
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def command_seconds(args: list[str], as_json: bool) -> tuple[float, float, float]:
+    """(CPU seconds and wall seconds of the whole command, seconds it reports for its files)."""
+    cpu_before = _children_cpu_s()
     started = time.perf_counter()
     done = subprocess.run(
         [*detsim_command(), "check", *(["--json"] if as_json else []), *args],
@@ -176,12 +184,13 @@ def command_seconds(args: list[str], as_json: bool) -> tuple[float, float]:
         check=False,
     )
     wall = time.perf_counter() - started
+    cpu = _children_cpu_s() - cpu_before
     assert done.returncode in (0, 1), done.stderr
     if as_json:
         reported = sum(json.loads(line)["seconds"] for line in done.stdout.splitlines())
     else:
         reported = sum(float(s) for s in re.findall(r"ops, ([0-9.]+) s\]", done.stdout))
-    return wall, reported
+    return cpu, wall, reported
 
 
 def bench_command(runs: int) -> None:
@@ -193,11 +202,11 @@ def bench_command(runs: int) -> None:
     for label, (files, porcupine_s) in sets.items():
         for as_json, mode in ((True, "check --json (verdicts)"), (False, "check (explained)")):
             samples = [command_seconds(files, as_json) for _ in range(runs)]
-            wall = statistics.median(w for w, _ in samples)
-            reported = statistics.median(r for _, r in samples)
+            columns = zip(*samples, strict=True)
+            cpu, wall, reported = (statistics.median(column) for column in columns)
             print(
-                f"command, {label}, {mode}: wall {wall:.3f} s, files {reported:.3f} s "
-                f"(porcupine {porcupine_s} s)"
+                f"command, {label}, {mode}: cpu {cpu:.3f} s, wall {wall:.3f} s, "
+                f"files {reported:.3f} s (porcupine {porcupine_s} s)"
             )
 
 
