@@ -16,10 +16,12 @@ import pytest
 import detsim
 from detsim import Simulation
 from detsim.raft import codec, transport
-from detsim.raft.core.messages import Heartbeat, Message
+from detsim.raft.core.messages import AppendRequest, Entry, Heartbeat, Message
 from detsim.raft.transport import (
     INCARNATION_BYTES,
+    MAX_FRAME_BYTES,
     MAX_PEER_CONNECTIONS,
+    FrameTooLargeError,
     Transport,
     dial_handshake,
     frame,
@@ -546,3 +548,34 @@ def test_same_seed_same_run() -> None:
         return main()
 
     detsim.check_determinism(scenario, seed=11)
+
+
+def test_a_message_over_the_frame_bound_is_a_bug_of_the_sender() -> None:
+    t = Transport("n1", ("127.0.0.1", 0), {"n2": ("127.0.0.1", 1)}, SECRET, lambda m: None)
+    huge = AppendRequest("n1", "n2", 1, 0, 0, (Entry(1, 1, data=bytes(MAX_FRAME_BYTES)),), 0)
+    with pytest.raises(FrameTooLargeError, match="AppendRequest to n2"):
+        t.send(huge)
+    assert t.queued("n2") == 0
+
+
+def test_a_deliver_callback_that_raises_closes_only_that_connection() -> None:
+    sim = Simulation(seed=12)
+    world = build(sim, ["n1", "n2", "n3"])
+
+    async def main() -> None:
+        await exchange(world, "n1", "n2", 1)
+        await exchange(world, "n1", "n3", 1)
+        inbox = world.inbox["n1"]
+
+        def fragile(msg: Message) -> None:
+            if msg.term == 666:
+                raise RuntimeError("driver bug")
+            inbox.append(msg)
+
+        world.transports["n1"]._deliver = fragile
+        await world.send("n2", "n1", 666)
+        await world.until(lambda: world.stats("n1").deliver_errors == 1)
+        await exchange(world, "n1", "n3", 2)  # other peers are untouched
+        await exchange(world, "n1", "n2", 3)  # and n2 reconnects
+
+    sim.run(main())
