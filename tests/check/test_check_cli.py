@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -142,3 +144,15 @@ def test_edn_and_register_inputs(tmp_path: Path) -> None:
     code, out, _ = _run(str(edn))
     assert code == 1 and "register model" in out
     assert _run("--model", "kv", str(edn))[0] == 1
+
+
+def test_the_command_does_not_load_the_recorder() -> None:
+    # redis-py is the recorder's: loading it cost every `detsim check` run ~0.1 s of startup.
+    code = (
+        "import sys, detsim.check, detsim.cli.check\n"
+        "assert 'redis' not in sys.modules, 'redis loaded'\n"
+        "from detsim.check import Recorder\n"
+        "assert Recorder.__module__ == 'detsim.check.recorder'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
