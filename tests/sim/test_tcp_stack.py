@@ -422,3 +422,24 @@ def test_a_legal_transition_moves_and_a_terminal_one_leaves_the_fd_table():
     assert ep.boot.endpoints == {ep.serial: ep}
     assert tcp.transition(ep, TcpEvent.RST_ARRIVED) is TcpState.RESET
     assert ep.boot.endpoints == {} and ep.closed
+
+
+def test_a_reset_during_the_handshake_fails_the_connect_at_once():
+    # The SYN reached n1 (its end exists); n1 is killed before the SYN-ACK is back, and its
+    # RST overtakes the SYN-ACK: a real client in SYN-SENT is refused on the spot.
+    w = World(connect_timeout=10.0)
+
+    async def main():
+        await w.listen()
+        dialing = asyncio.ensure_future(w.dial())
+        await asyncio.sleep(LAT_S * 1.5)  # SYN-ACK due at 2 * LAT_S
+        (ep,) = w.client_endpoints()
+        w.sim.net.set_latency(LAT_S / 10, LAT_S / 10, src="n1")
+        w.sim.kill("n1")
+        with pytest.raises(ConnectionRefusedError):
+            await dialing
+        return ep.state, w.sim.now
+
+    state, t = w.sim.run(main())
+    assert state is TcpState.RESET
+    assert t == pytest.approx(LAT_S * 1.6)

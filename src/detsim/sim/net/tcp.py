@@ -23,7 +23,8 @@ so an impossible move (a second FIN, a close before the handshake) fails the run
     open --ABORT--> ABORTED     owner aborted: RST to the peer; connection_lost(None)
     any unclosed --RST_ARRIVED | STREAM_TIMEOUT--> RESET
         the peer's RST (abort, kill, data at a closed socket, a process gone), or segments
-        held across a cut longer than `stream_timeout`: connection_lost(ConnectionResetError)
+        held across a cut longer than `stream_timeout`: connection_lost(ConnectionResetError);
+        a CONNECTING end's connect() fails at once (refused; timed out for a stream timeout)
     any unclosed --PROCESS_GONE--> GONE
         its boot died: no callbacks; a kill sends an RST to the peer, a crash sends nothing
 
@@ -174,6 +175,7 @@ class Endpoint:
 
     __slots__ = (
         "boot",
+        "connect_waiter",
         "ctx",
         "node",
         "out",
@@ -213,6 +215,8 @@ class Endpoint:
         self.peer: Endpoint | None = None
         self.out: Pipe | None = None  # the pipe from this end to the peer
         self.reading_paused = False  # receive-side flow control, not connection state
+        # While CONNECTING: the future `connect()` awaits, so a reset can fail it at once.
+        self.connect_waiter: asyncio.Future[Endpoint] | None = None
 
     def __repr__(self) -> str:
         addrs = f"{_fmt(self.sock_addr)}->{_fmt(self.peer_addr)}"
@@ -411,6 +415,7 @@ class TcpStack:
         boot.endpoints[ep.serial] = ep  # reserve the fd and port while connecting
         self.loop.record("connect", dst=f"{ip}:{port}", src_port=local_port)
         waiter: asyncio.Future[Endpoint] = self.loop.create_future()
+        ep.connect_waiter = waiter
         deadline = self.loop.now + self.net.config.connect_timeout
         self.loop.kernel_soon(self._syn, ep, waiter, deadline)
         self.loop.kernel_at(deadline, self._connect_timeout, ep, waiter)
@@ -421,6 +426,8 @@ class TcpStack:
             if not ep.closed:
                 self._connect_failed(ep)
             raise
+        finally:
+            ep.connect_waiter = None
 
     def _connect_failed(self, ep: Endpoint) -> None:
         assert ep.protocol is None, "a failed connect never had a protocol"
@@ -696,13 +703,36 @@ class TcpStack:
         if ep.closed:
             return
         graceful = event is TcpEvent.CLOSE
+        was_connecting = ep.state is TcpState.CONNECTING
         transition(ep, event)
+        if was_connecting:
+            self._reset_while_connecting(ep, event)
         if ep.out is not None and not graceful:
             ep.out.queue.clear()
             self.net.release(ep.out.serial)
         self.loop.record_for(ep.node.name, "reset" if exc else "closed", conn=ep.serial)
         if ep.protocol is not None:
             self.loop.soon_in(ep.ctx, ep.protocol.connection_lost, exc)
+
+    def _reset_while_connecting(self, ep: Endpoint, event: TcpEvent) -> None:
+        """A reset reached an end still in the handshake: its `connect()` fails now.
+
+        The server end exists once the SYN arrives, so its RST (a kill, a server closed before
+        accepting) can overtake the SYN-ACK: a client in SYN-SENT that gets an RST is refused.
+        """
+        waiter = ep.connect_waiter
+        if waiter is None or waiter.done() or not ep.boot.alive:
+            return
+        ip, port = ep.peer_addr
+        if event is TcpEvent.STREAM_TIMEOUT:
+            exc: OSError = TimeoutError(
+                errno.ETIMEDOUT, f"Connect call timed out ({ip!r}, {port}): held by a cut"
+            )
+        else:
+            exc = ConnectionRefusedError(
+                errno.ECONNREFUSED, f"Connect call failed ({ip!r}, {port}): reset in the handshake"
+            )
+        waiter.set_exception(exc)
 
     # --- callbacks on the receiving boot ---------------------------------------------------
 
