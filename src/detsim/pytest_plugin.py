@@ -73,7 +73,7 @@ ASYNCIO_LOOP_SCOPE_WARNING = (
     r'The configuration option "asyncio_default_fixture_loop_scope" is unset'
 )
 
-FAILED_SEEDS_KEY = pytest.StashKey[list["TestFailures"]]()
+FAILED_SEEDS_KEY = pytest.StashKey[list["FailedSeeds"]]()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -90,10 +90,8 @@ class SeedFailure:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class TestFailures:
+class FailedSeeds:
     """The failing seeds of one test, out of `seeds_run`."""
-
-    __test__ = False  # not a test class, whatever pytest's name rules say
 
     nodeid: str
     seeds_run: int
@@ -105,8 +103,10 @@ class TestFailures:
         out = [head, *(f.line() for f in shown)]
         out += [f"artifact of seed {f.seed}: {f.artifact}" for f in shown if f.artifact]
         if len(self.failures) > len(shown):
-            rest = ", ".join(str(f.seed) for f in self.failures[len(shown) :])
-            out.append(f"... and {len(self.failures) - len(shown)} more failing seeds: {rest}")
+            rest = self.failures[len(shown) :]
+            out.append(
+                f"... and {len(rest)} more failing seeds, from {rest[0].seed} to {rest[-1].seed}"
+            )
         return out
 
 
@@ -217,7 +217,7 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
         return True
     failures, first_error = _run_seeds(pyfuncitem, fn, seeds, _sim_kwargs(marker))
     if first_error is not None:
-        report = TestFailures(pyfuncitem.nodeid, len(seeds), failures)
+        report = FailedSeeds(pyfuncitem.nodeid, len(seeds), failures)
         pyfuncitem.config.stash[FAILED_SEEDS_KEY].append(report)
         first_error.add_note("\n".join(report.lines()))
         raise first_error  # the first failing seed's own exception and traceback
@@ -400,7 +400,7 @@ def _fail_from_children(
 ) -> None:
     fields = [f.name for f in dataclasses.fields(SeedFailure)]
     failures = [SeedFailure(**{k: r[k] for k in fields}) for r in records]
-    report = TestFailures(item.nodeid, seeds_run, failures)
+    report = FailedSeeds(item.nodeid, seeds_run, failures)
     lines = report.lines() if failures else []
     if failures:
         item.config.stash[FAILED_SEEDS_KEY].append(report)
@@ -412,7 +412,9 @@ def _fail_from_children(
 # --- the end of the run: every failing seed, in lines pytest does not truncate -------------
 
 
-def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
     reports = config.stash.get(FAILED_SEEDS_KEY, [])
     if not reports:
         return
@@ -424,6 +426,4 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         for failure in report.failures[:MAX_FAILURES_LISTED]:
             terminalreporter.write_line(f"  {failure.line()}")
         if len(report.failures) > MAX_FAILURES_LISTED:
-            terminalreporter.write_line(
-                f"  ... and {len(report.failures) - MAX_FAILURES_LISTED} more failing seeds"
-            )
+            terminalreporter.write_line(f"  {report.lines()[-1]}")  # "... and N more"

@@ -223,3 +223,27 @@ async def test_long(sim):
     printed = result.output.split("status: failed\n", 1)[1]
     assert printed.startswith(("=", "_", "F", "E", " ")), printed[:80]  # a line's start
     assert f"ValueError: {long_message}" in printed  # the long line, whole
+
+
+def test_failing_seeds_past_the_bound_are_counted_not_listed(pytester, monkeypatch, tmp_path):
+    from detsim.pytest_plugin import MAX_FAILURES_LISTED
+
+    seeds = MAX_FAILURES_LISTED + 5
+    monkeypatch.setenv("DETSIM_ARTIFACTS", str(tmp_path))
+    pytester.makepyfile(
+        test_mod=f"""
+import pytest
+
+@pytest.mark.detsim(seeds={seeds})
+async def test_always(sim):
+    assert False, "always"
+"""
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    out = result.stdout.str()
+    assert f"detsim: {seeds} of {seeds} seeds failed" in out
+    last = MAX_FAILURES_LISTED - 1
+    assert f"seed {last}: AssertionError: always" in out
+    assert f"seed {last + 1}: " not in out
+    assert f"... and 5 more failing seeds, from {last + 1} to {seeds - 1}" in out
+    assert len(list(tmp_path.glob("test_always-seed*.json"))) == MAX_FAILURES_LISTED
