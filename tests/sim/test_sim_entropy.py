@@ -134,3 +134,56 @@ def test_other_threads_stay_in_the_real_world_while_a_simulation_runs():
     assert beside == alone  # the simulation is not disturbed by the thread...
     assert len(seen_times) > 5
     assert min(seen_times) > detsim.sim.clock.EPOCH_S + 3600 * 24 * 365  # ...nor it by the sim
+
+
+_REAL_SLEEP = time.sleep  # captured before any simulation patches it
+
+
+def test_isinstance_of_the_real_classes_holds_in_other_threads_during_a_run():
+    import socket
+
+    entered = threading.Event()
+    answers: list[object] = []
+
+    def other_thread() -> None:  # started before the run: a real thread beside it
+        entered.wait(30)
+        try:
+            with socket.socket() as sock:
+                real_dt = datetime.datetime.fromtimestamp(0.0)
+                answers.extend(
+                    [
+                        isinstance(real_dt, datetime.datetime),
+                        isinstance(sock, socket.socket),
+                        issubclass(type(sock), socket.socket),
+                        isinstance(datetime.datetime.now(), datetime.datetime),
+                    ]
+                )
+        except BaseException as exc:
+            answers.append(exc)
+
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+
+    async def main():
+        entered.set()
+        _REAL_SLEEP(0.5)  # hold the run (and its patches) while the other thread checks
+        with socket.socket() as simulated:
+            return isinstance(simulated, socket.socket), isinstance(
+                datetime.datetime.now(), datetime.datetime
+            )
+
+    assert Simulation(seed=1).run(main()) == (True, True)
+    thread.join(30)
+    assert answers == [True, True, True, True]
+
+
+def test_a_patch_replaced_during_a_run_is_reported_and_the_original_restored():
+    real_time = time.time
+
+    async def main():
+        time.time = lambda: 0.0  # someone else's patch, over the simulator's
+
+    with pytest.raises(AssertionError, match=r"time\.time replaced"):
+        Simulation(seed=1).run(main())
+    assert time.time is real_time
+    assert not detsim.in_simulation()

@@ -140,7 +140,19 @@ def sim_sleep(seconds: float) -> None:
     )
 
 
-class SimDatetime(_REAL_DATETIME):
+class _DefersToRealDatetime(type):
+    """Metaclass: `datetime.datetime`, while patched, still answers isinstance and issubclass
+    for the real class, so objects of the real class (made in any thread, before or during a
+    run) are datetimes, as the promise that other threads are untouched requires."""
+
+    def __instancecheck__(cls, obj: object) -> bool:
+        return isinstance(obj, _REAL_DATETIME)
+
+    def __subclasscheck__(cls, sub: type) -> bool:
+        return issubclass(sub, _REAL_DATETIME)
+
+
+class SimDatetime(_REAL_DATETIME, metaclass=_DefersToRealDatetime):
     """`datetime.datetime` whose clock is the simulation's (in a simulation's thread)."""
 
     @classmethod
@@ -305,7 +317,24 @@ def sim_event_wait(self: threading.Event, timeout: float | None = None) -> bool:
     return _REAL_EVENT_WAIT(self, timeout)
 
 
-class DispatchSocket(_REAL_SOCKET):
+class _DefersToRealSocket(type):
+    """Metaclass: `socket.socket`, while patched, answers isinstance and issubclass for the
+    real class, and for the simulated sockets it builds in a simulation's thread."""
+
+    def __instancecheck__(cls, obj: object) -> bool:
+        return isinstance(obj, _REAL_SOCKET) or _is_sim_socket(type(obj))
+
+    def __subclasscheck__(cls, sub: type) -> bool:
+        return issubclass(sub, _REAL_SOCKET) or _is_sim_socket(sub)
+
+
+def _is_sim_socket(cls: type) -> bool:
+    from detsim.sim.net.sockets import SimSocket
+
+    return issubclass(cls, SimSocket)
+
+
+class DispatchSocket(_REAL_SOCKET, metaclass=_DefersToRealSocket):
     """`socket.socket` while patched: a real socket, or in a simulation's thread a SimSocket."""
 
     __slots__ = ()
@@ -346,7 +375,6 @@ def sim_gethostbyname(host: str) -> str:
 
 _lock = threading.Lock()
 _holders = 0  # threads inside a simulation
-_undo: list[Callable[[], None]] = []
 
 
 def _patches() -> list[tuple[Any, str, Any]]:
@@ -377,23 +405,32 @@ def _patches() -> list[tuple[Any, str, Any]]:
     return out
 
 
+_undo: list[tuple[Any, str, Any, Any]] = []  # (owner, name, original, our patch)
+
+
 def _install() -> None:
     try:
         for owner, name, value in _patches():
-            _undo.append(_restorer(owner, name, getattr(owner, name)))
+            _undo.append((owner, name, getattr(owner, name), value))
             setattr(owner, name, value)
     except BaseException:
         _uninstall()
         raise
 
 
-def _restorer(owner: Any, name: str, old: Any) -> Callable[[], None]:
-    return lambda: setattr(owner, name, old)
-
-
 def _uninstall() -> None:
+    """Restore every original, in reverse order; then fail if any patch was not ours any more
+    (someone replaced it during the run, and their replacement is now lost)."""
+    replaced = []
     while _undo:
-        _undo.pop()()
+        owner, name, original, ours = _undo.pop()
+        if getattr(owner, name) is not ours:
+            replaced.append(f"{getattr(owner, '__name__', owner)}.{name}")
+        setattr(owner, name, original)
+    assert not replaced, (
+        f"{', '.join(replaced)} replaced by someone else while a simulation ran: the originals "
+        "are restored; patch them outside the simulation (or not at all)"
+    )
 
 
 def acquire() -> None:

@@ -606,9 +606,11 @@ class _WorldEntered:
             raise
 
     def __exit__(self, *exc: object) -> None:
-        entropy.release()
-        runtime.leave(self._loop.sim)
-        self._restore_outer()
+        try:
+            entropy.release()
+        finally:
+            runtime.leave(self._loop.sim)
+            self._restore_outer()
 
     def _restore_outer(self) -> None:
         if self._outer is not None:
