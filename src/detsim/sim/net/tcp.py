@@ -107,6 +107,8 @@ class TcpState(enum.Enum):
 
 
 class TcpEvent(enum.Enum):
+    """What happens to one end of a connection (see the model in the module docstring)."""
+
     SYN_ACK = "syn-ack"
     CONNECT_FAILED = "connect-failed"
     WRITE_EOF = "write-eof"
