@@ -26,6 +26,7 @@ Rules:
 from __future__ import annotations
 
 import dataclasses
+import operator
 import types
 import typing
 from collections.abc import Callable
@@ -86,6 +87,8 @@ def node_id(value: object, field: str = "node id") -> str:
     """A valid node id (a non-empty str of at most MAX_NODE_ID_BYTES UTF-8 bytes)."""
     if type(value) is not str:
         raise CodecError(f"{field}: expected a str, got {type(value).__name__}")
+    if 0 < len(value) <= MAX_NODE_ID_BYTES // 4:  # fast path: at most 4 UTF-8 bytes a char
+        return value
     size = len(value.encode("utf-8", "surrogatepass"))
     if not 1 <= size <= MAX_NODE_ID_BYTES:
         raise CodecError(f"{field}: id of {size} bytes is outside [1, {MAX_NODE_ID_BYTES}]")
@@ -206,25 +209,37 @@ class _Schema:
     cls: type
     tag: int
     names: tuple[str, ...]
-    encoders: tuple[_Encoder, ...]
+    getter: Callable[[Any], tuple[Any, ...]]  # all fields at once, in order
+    encoders: tuple[tuple[int, _Encoder], ...]  # (position, encoder) of non-scalar fields only
     decoders: tuple[_Decoder, ...]
+    labels: tuple[str, ...]  # "Class.field", for error messages
 
 
 def _schema(cls: type, tag: int) -> _Schema:
     hints = typing.get_type_hints(cls)
     names: list[str] = []
-    encoders: list[_Encoder] = []
+    encoders: list[tuple[int, _Encoder]] = []
     decoders: list[_Decoder] = []
-    for f in dataclasses.fields(cls):
+    for position, f in enumerate(dataclasses.fields(cls)):
         hint = hints[f.name]
         assert not isinstance(hint, types.UnionType), f"{cls.__name__}.{f.name}: union {hint}"
         assert hint in _FIELD_CODECS, f"codec: no encoding for {cls.__name__}.{f.name}: {hint}"
         encoder, decoder = _FIELD_CODECS[hint]
         names.append(f.name)
-        encoders.append(encoder)
+        if encoder is not _identity:
+            encoders.append((position, encoder))
         decoders.append(decoder)
     assert names[:3] == ["frm", "to", "term"], f"{cls.__name__}: fields start {names[:3]}"
-    return _Schema(cls, tag, tuple(names), tuple(encoders), tuple(decoders))
+    assert len(names) > 1  # attrgetter of several names returns a tuple
+    return _Schema(
+        cls,
+        tag,
+        tuple(names),
+        operator.attrgetter(*names),
+        tuple(encoders),
+        tuple(decoders),
+        tuple(f"{cls.__name__}.{name}" for name in names),
+    )
 
 
 _SCHEMAS: Final = tuple(_schema(cls, tag) for tag, cls in enumerate(MESSAGE_TYPES))
@@ -236,9 +251,9 @@ def encode_message(msg: Message) -> list[Any]:
     schema = _BY_CLASS.get(type(msg))
     if schema is None:
         raise TypeError(f"not a Raft message: {type(msg).__name__}")
-    out: list[Any] = [schema.tag]
-    for name, encode in zip(schema.names, schema.encoders, strict=True):
-        out.append(encode(getattr(msg, name)))
+    out: list[Any] = [schema.tag, *schema.getter(msg)]
+    for position, encode in schema.encoders:
+        out[position + 1] = encode(out[position + 1])
     return out
 
 
@@ -257,11 +272,11 @@ def decode_message(value: object) -> Message:
         raise CodecError(
             f"{schema.cls.__name__}: expected {len(schema.names)} fields, got {len(items) - 1}"
         )
-    kwargs = {
-        name: decode(item, f"{schema.cls.__name__}.{name}")
-        for name, decode, item in zip(schema.names, schema.decoders, items[1:], strict=True)
-    }
-    msg: Message = schema.cls(**kwargs)
+    fields = [
+        decode(item, label)
+        for decode, item, label in zip(schema.decoders, items[1:], schema.labels, strict=True)
+    ]
+    msg: Message = schema.cls(*fields)
     return msg
 
 

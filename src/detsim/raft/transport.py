@@ -32,8 +32,10 @@ handshake, both ends keep the same one by one rule, whatever the order they see 
 2. same dialer: the new one wins (a dialer redials only when it thinks its old one is dead);
 3. else the one dialed by the smaller id wins (simultaneous connects).
 The loser is closed (an acceptor sends ["reject", ...] first). Half-open connections are found by
-the keepalive: a side idle for `PING_INTERVAL_S` sends a ping, and a connection that delivers
-nothing for `IDLE_TIMEOUT_S` is closed.
+the keepalive: one watchdog task a transport, every `WATCHDOG_INTERVAL_S`, pings each connection
+that sent nothing for `PING_INTERVAL_S`, and closes one that received nothing for
+`IDLE_TIMEOUT_S` or whose writes have not drained for `SEND_TIMEOUT_S`. (No timer per frame: the
+hot path is a write per batch of frames and a read per TCP chunk, parsed from a buffer.)
 
 Sending never blocks the Raft loop: `send` encodes, appends to the peer's queue and returns. A
 queue over `MAX_SEND_QUEUE_MESSAGES` or `MAX_SEND_QUEUE_BYTES` drops its *oldest* frames (Raft
@@ -85,6 +87,8 @@ CONNECT_TIMEOUT_S: Final = 5.0
 SEND_TIMEOUT_S: Final = 10.0  # a peer that does not drain our writes for this long is closed
 PING_INTERVAL_S: Final = 1.0
 IDLE_TIMEOUT_S: Final = 5.0
+WATCHDOG_INTERVAL_S: Final = 0.5
+READ_CHUNK_BYTES: Final = 256 * 1024  # one read call; frames are parsed out of the buffer
 BACKOFF_INITIAL_S: Final = 0.05
 BACKOFF_MAX_S: Final = 2.0
 FALLBACK_DIAL_DELAY_S: Final = 0.5
@@ -305,6 +309,13 @@ class _Conn:
         self.shake: Handshake | None = None
         self.closed = False
         self.reader_task: asyncio.Task[None] | None = None
+        now = asyncio.get_running_loop().time()
+        self.last_received_s = now  # loop time of the last byte read
+        self.last_sent_s = now  # loop time of the last frame written
+        self.draining_since_s: float | None = None  # loop time a drain started, if one waits
+
+    def is_open(self) -> bool:
+        return not self.closed
 
     def describe(self) -> str:
         peer = self.shake.peer_id if self.shake else "?"
@@ -340,8 +351,10 @@ class Transport:
         self._deliver = deliver
         self._incarnation = b""
         self._peers: dict[str, _Peer] = {}
-        self._conns: set[_Conn] = set()  # every open connection, handshaking ones included
-        self._tasks: set[asyncio.Task[None]] = set()
+        # Dicts, not sets: iteration (close, watchdog) must follow insertion order, never
+        # id()-based hashes, so that a simulation replays the same from its seed.
+        self._conns: dict[_Conn, None] = {}  # every open connection, handshaking ones included
+        self._tasks: dict[asyncio.Task[None], None] = {}
         self._server: asyncio.Server | None = None
         self._closed = False
         self.set_peers(peers)
@@ -363,6 +376,7 @@ class Transport:
         self._server = await asyncio.start_server(self._on_accept, host, port)
         for peer in self._peers.values():
             self._start_peer(peer)
+        self._spawn(self._watchdog(), f"raft-watchdog-{self.node_id}")
 
     @property
     def listen_address(self) -> Address:
@@ -467,9 +481,12 @@ class Transport:
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks[task] = None
+        task.add_done_callback(self._forget_task)
         return task
+
+    def _forget_task(self, task: asyncio.Task[None]) -> None:
+        self._tasks.pop(task, None)
 
     def _start_peer(self, peer: _Peer) -> None:
         assert peer.task is None
@@ -519,7 +536,7 @@ class Transport:
             )
             return False
         conn = _Conn(reader, writer)
-        self._conns.add(conn)
+        self._conns[conn] = None
         try:
             conn.shake = await _within(
                 HANDSHAKE_TIMEOUT_S,
@@ -552,7 +569,7 @@ class Transport:
             writer.close()
             self._count("connections_over_limit", f"refused {conn.describe()}: at the limit")
             return
-        self._conns.add(conn)
+        self._conns[conn] = None
         conn.reader_task = self._spawn(self._serve_accepted(conn), f"raft-accept-{self.node_id}")
 
     async def _serve_accepted(self, conn: _Conn) -> None:
@@ -612,35 +629,52 @@ class Transport:
                 return False
             self._close_conn(old, None, "duplicate connection (replaced by a newer one)")
         peer.conn = conn
+        # The keepalive clocks start now (the handshake may have taken a while).
+        conn.last_received_s = conn.last_sent_s = asyncio.get_running_loop().time()
         peer.wakeup.set()
         return True
 
     async def _pump(self, peer: _Peer, conn: _Conn) -> None:
-        """Write the peer's queue to `conn` until the connection closes or is replaced."""
+        """Write the peer's queue to `conn` until the connection closes or is replaced (the
+        watchdog closes it if a drain stalls)."""
         writer = conn.writer
+        loop = asyncio.get_running_loop()
         try:
             while peer.conn is conn and not conn.closed:
                 if not peer.queue:
                     peer.wakeup.clear()
-                    try:
-                        await _within(PING_INTERVAL_S, peer.wakeup.wait())
-                    except TimeoutError:
-                        writer.write(frame(PING))
-                        await self._drain(writer)
+                    await peer.wakeup.wait()
                     continue
                 batch = self._take_batch(peer)
                 writer.write(b"".join(batch))
                 self.stats.messages_sent += len(batch)
-                await self._drain(writer)
-        except (_ConnError, OSError) as exc:
+                conn.last_sent_s = conn.draining_since_s = loop.time()
+                await writer.drain()
+                conn.draining_since_s = None
+        except OSError as exc:
             self._close_conn(conn, *_why(exc))
 
-    @staticmethod
-    async def _drain(writer: asyncio.StreamWriter) -> None:
-        try:
-            await _within(SEND_TIMEOUT_S, writer.drain())
-        except TimeoutError:
-            raise _ConnError("send_timeout", "the peer did not read our writes") from None
+    async def _watchdog(self) -> None:
+        """Keepalive and stall detection for every established connection (see the header)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(WATCHDOG_INTERVAL_S)
+            now = loop.time()
+            for conn in list(self._conns):
+                if conn.shake is None or conn.closed:
+                    continue  # handshakes have their own timeout
+                if now - conn.last_received_s > IDLE_TIMEOUT_S:
+                    self._close_conn(
+                        conn, "idle_timeout", f"nothing received for {IDLE_TIMEOUT_S} s"
+                    )
+                elif (
+                    conn.draining_since_s is not None
+                    and now - conn.draining_since_s > SEND_TIMEOUT_S
+                ):
+                    self._close_conn(conn, "send_timeout", "the peer did not read our writes")
+                elif now - conn.last_sent_s >= PING_INTERVAL_S:
+                    conn.writer.write(frame(PING))
+                    conn.last_sent_s = now
 
     @staticmethod
     def _take_batch(peer: _Peer) -> list[bytes]:
@@ -655,19 +689,27 @@ class Transport:
 
     async def _read_loop(self, conn: _Conn) -> None:
         """Read frames and deliver messages until the connection closes or sends bad input."""
+        loop = asyncio.get_running_loop()
+        buffer = bytearray()
         try:
             while not conn.closed:
-                self._receive(conn, await self._next_frame(conn))
+                chunk = await conn.reader.read(READ_CHUNK_BYTES)
+                if not chunk:
+                    if buffer:
+                        raise _ConnError(
+                            "truncated_frame", f"connection closed inside a frame ({len(buffer)} B)"
+                        )
+                    raise EOFError
+                conn.last_received_s = loop.time()
+                buffer += chunk
+                for payload in _take_frames(buffer):
+                    if not conn.is_open():  # closed by a deliver (e.g. the peer removed)
+                        return
+                    self._receive(conn, payload)
         except EOFError:
             self._close_conn(conn, "connections_lost", "closed by the peer")
         except (_ConnError, OSError) as exc:
             self._close_conn(conn, *_why(exc))
-
-    async def _next_frame(self, conn: _Conn) -> bytes:
-        try:
-            return await _within(IDLE_TIMEOUT_S, read_frame(conn.reader, MAX_FRAME_BYTES))
-        except TimeoutError:
-            raise _ConnError("idle_timeout", f"nothing received for {IDLE_TIMEOUT_S} s") from None
 
     def _receive(self, conn: _Conn, payload: bytes) -> None:
         """Decode one frame and deliver it; raises _ConnError for bad input."""
@@ -701,7 +743,7 @@ class Transport:
         if conn.closed:
             return
         conn.closed = True
-        self._conns.discard(conn)
+        self._conns.pop(conn, None)
         if counter is not None:
             self._count(counter, f"closed connection {conn.describe()}: {reason}")
         else:
@@ -729,6 +771,27 @@ async def _within(timeout_s: float, awaitable: Awaitable[T]) -> T:
     e.g. redials, after close() cancelled it); `asyncio.timeout` does not, and makes no task."""
     async with asyncio.timeout(timeout_s):
         return await awaitable
+
+
+def _take_frames(buffer: bytearray) -> list[bytes]:
+    """The complete frames at the start of `buffer`, removed from it. Raises _ConnError for a
+    declared length over MAX_FRAME_BYTES (before its body arrives)."""
+    frames: list[bytes] = []
+    pos = 0
+    header = FRAME_HEADER.size
+    while len(buffer) - pos >= header:
+        (length,) = FRAME_HEADER.unpack_from(buffer, pos)
+        if length > MAX_FRAME_BYTES:
+            raise _ConnError(
+                "frame_too_large", f"declared frame length {length} > {MAX_FRAME_BYTES}"
+            )
+        end = pos + header + length
+        if end > len(buffer):
+            break
+        frames.append(bytes(buffer[pos + header : end]))
+        pos = end
+    del buffer[:pos]
+    return frames
 
 
 def _why(exc: BaseException) -> tuple[str | None, str]:
