@@ -594,3 +594,19 @@ def test_storage_inside_a_simulation_survives_crash_and_charges_fsync_latency() 
     assert elapsed == pytest.approx(20 * 0.005)
     assert restored.hard_state == HardState(1, "n1", 100)
     assert list(restored.entries)[:100] == entries(1, 101)
+
+
+@pytest.mark.parametrize("data_dir_name", ["/srv/raft/n1", "raft/n1"])
+def test_a_new_data_directory_is_durable_with_the_first_sync(data_dir_name: str) -> None:
+    """Power loss right after the first sync: the directories (created here, relative or
+    absolute) and what was synced in them are all there."""
+    for seed in range(8):
+        disk, _ = sim_disk(seed)
+        with fs.use_backend(disk):
+            storage, _ = reopen(data_dir_name)
+            storage.append(entries(1, 3))
+            storage.hard_state = HardState(1, "n1", 2)
+            run(storage.sync())
+            disk.on_crash()
+            _, restored = reopen(data_dir_name)
+        assert restored == Restored(HardState(1, "n1", 2), None, tuple(entries(1, 3)))

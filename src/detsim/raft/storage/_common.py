@@ -23,21 +23,19 @@ class CorruptStorageError(CorruptRecordError):
 
 
 def ensure_dir(path: str) -> None:
-    """Create `path` (and missing parents) durably: each new name fsynced in its parent."""
+    """Create `path` (and missing parents) durably: each new name fsynced in its parent.
+    Relative paths stay relative (a simulated node's disk has its own root)."""
     missing: list[str] = []
-    current = os.path.abspath(path)
-    while not fs.exists(current):
+    current = os.path.normpath(path)
+    while current and current not in (".", os.sep) and not fs.exists(current):
         assert len(missing) < MAX_DIR_DEPTH, f"directory deeper than {MAX_DIR_DEPTH}: {path}"
         missing.append(current)
-        parent = os.path.dirname(current)
-        if parent == current:
-            break
-        current = parent
+        current = os.path.dirname(current)
     if not missing:
         return
     fs.makedirs(path, exist_ok=True)
     for created in reversed(missing):
-        fs.fsync_dir(os.path.dirname(created))
+        fs.fsync_dir(os.path.dirname(created) or ".")
 
 
 def count_records(path: str, end_offset: int) -> int:
