@@ -193,3 +193,47 @@ def test_an_init_failure_in_mains_last_round_still_fails_the_run():
 
     with pytest.raises(detsim.SimulationError, match="init of node n1 raised"):
         sim.run(main())
+
+
+def test_spawned_tasks_are_tracked_only_while_they_run():
+    sim = Simulation(seed=1)
+    n1 = sim.add_node("n1")
+    sizes = []
+
+    async def main():
+        for i in range(3_000):
+            await n1.spawn(asyncio.sleep(0, result=i))
+            sizes.append(len(n1.boot.spawned))
+
+    sim.run(main())
+    assert max(sizes) == 0  # nothing kept for tasks that finished
+
+
+def test_pending_spawns_past_the_bound_are_refused_with_a_clear_error(monkeypatch):
+    monkeypatch.setattr(detsim.sim.loop, "MAX_SPAWNS_PENDING", 8)
+    sim = Simulation(seed=1)
+    n1 = sim.add_node("n1")
+
+    async def main():
+        pending = [n1.spawn(asyncio.sleep(1)) for _ in range(8)]
+        with pytest.raises(detsim.SimulationError, match="8 tasks spawned on n1 are still running"):
+            n1.spawn(asyncio.sleep(1))
+        await asyncio.gather(*pending)
+        return await n1.spawn(asyncio.sleep(0, result="room again"))
+
+    assert sim.run(main()) == "room again"
+
+
+def test_restarts_do_not_grow_the_loops_boots():
+    sim = Simulation(seed=1)
+    sim.add_node("n1", init=lambda: asyncio.sleep(10))
+    live_boots = []
+
+    async def main():
+        for _ in range(500):
+            sim.restart("n1")
+            await asyncio.sleep(0.01)
+            live_boots.append(len(sim.loop._boots))
+
+    sim.run(main())
+    assert max(live_boots) == 3  # the kernel's, the supervisor's and n1's current boot

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 from detsim.sim import entropy, runtime
 from detsim.sim.clock import NodeClock
 from detsim.sim.errors import Deadlock, NodeDown, SimulationError, SimulationTimeLimit
-from detsim.sim.node import Boot, Node
+from detsim.sim.node import MAX_NODES, Boot, Node
 from detsim.sim.trace import Trace
 
 if TYPE_CHECKING:
@@ -43,9 +43,10 @@ T = TypeVar("T")
 logger = logging.getLogger("detsim")
 
 BOOT = runtime.BOOT
-MAX_SPAWNED_TRACKED = 1_024  # per boot; done futures are pruned past this
+MAX_SPAWNS_PENDING = 10_000  # per boot: spawned tasks not finished yet (past it, an error)
 MAX_READY_CALLBACKS = 5_000_000  # callbacks ready in one round: past it, a runaway loop
 MAX_TIMERS = 5_000_000  # pending timers across the world
+MAX_LIVE_BOOTS = MAX_NODES + 2  # one a node, plus the kernel's and the supervisor's
 MAX_DEAD_TASKS = 1_000_000  # tasks of killed or crashed boots, kept until the end of the run
 _MIN_SCHEDULED_TIMER_HANDLES = 100
 _MIN_CANCELLED_TIMER_HANDLES_FRACTION = 0.5
@@ -78,7 +79,10 @@ class SimLoop(asyncio.BaseEventLoop):
         self.entropy = self.derived_random("entropy")
         # What the `random` module's functions draw from in this simulation (entropy.py).
         self.user_random = entropy.SimRandom(self.derive_seed("random"), self)
-        self._boots: list[Boot] = []
+        # Live boots by index (dead ones leave at `bury`: their tasks go to the graveyard), so
+        # that restarts do not grow it: at most MAX_LIVE_BOOTS.
+        self._boots: dict[int, Boot] = {}
+        self._boot_seq = 0
         self.kernel_boot = self.new_boot("kernel", None, NodeClock())
         self.supervisor_boot = self.new_boot("supervisor", None, NodeClock())
         self.default_boot = self.supervisor_boot
@@ -98,8 +102,10 @@ class SimLoop(asyncio.BaseEventLoop):
         return random.Random(self.derive_seed(purpose))
 
     def new_boot(self, label: str, node: Node | None, clock: NodeClock) -> Boot:
-        boot = Boot(len(self._boots), label, node, clock)
-        self._boots.append(boot)
+        boot = Boot(self._boot_seq, label, node, clock)
+        self._boot_seq += 1
+        self._boots[boot.index] = boot
+        assert len(self._boots) <= MAX_LIVE_BOOTS, "a node has two live boots"
         return boot
 
     def current_boot(self) -> Boot:
@@ -326,9 +332,10 @@ class SimLoop(asyncio.BaseEventLoop):
         task = super().create_task(coro, name=name, context=context)
         default = self.default_boot
         boot = BOOT.get(default) if context is None else context.get(BOOT, default)
-        boots = self._boots
-        if boot.index >= len(boots) or boots[boot.index] is not boot:
-            boot = default  # created from another simulation's code (a loop it made): not its
+        if self._boots.get(boot.index) is not boot:
+            # Not a live boot of this loop: another simulation's (code of it created this
+            # loop), or a dead one's (a `finally` run at teardown).
+            boot = default
         boot.task_seq += 1
         boot.tasks[boot.task_seq] = task
         return task
@@ -338,10 +345,19 @@ class SimLoop(asyncio.BaseEventLoop):
         if boot is None or not boot.alive:
             coro.close()
             raise NodeDown(f"cannot spawn on {node.name}: it is down; `sim.restart` it first")
+        spawned = boot.spawned
+        if len(spawned) >= MAX_SPAWNS_PENDING:
+            coro.close()
+            raise SimulationError(
+                f"{MAX_SPAWNS_PENDING} tasks spawned on {node.name} are still running: await "
+                "some before spawning more (or run a loop inside one spawned task)"
+            )
         task = self.create_task(coro, context=boot.context.copy())
+        key = boot.task_seq  # the task's own number on its boot
         outer: asyncio.Future[T] = self.create_future()
 
         def copy_outcome(done: asyncio.Task[T]) -> None:
+            spawned.pop(key, None)  # finished: nothing left to fail with NodeDown
             if outer.done():
                 return
             if done.cancelled():
@@ -357,9 +373,7 @@ class SimLoop(asyncio.BaseEventLoop):
 
         task.add_done_callback(copy_outcome)
         outer.add_done_callback(cancel_inner, context=boot.context)
-        if len(boot.spawned) >= MAX_SPAWNED_TRACKED:
-            boot.spawned = [f for f in boot.spawned if not f.done()]
-        boot.spawned.append(outer)
+        spawned[key] = outer
         return outer
 
     def bury(self, boot: Boot, reason: str) -> None:
@@ -367,7 +381,7 @@ class SimLoop(asyncio.BaseEventLoop):
         boot.alive = False
         boot.paused = False
         boot.deferred.clear()
-        for fut in boot.spawned:
+        for fut in boot.spawned.values():
             if not fut.done():
                 fut.set_exception(NodeDown(f"{boot.label} {reason} at t={self.now:.6f}s"))
                 fut._log_traceback = False
@@ -380,6 +394,7 @@ class SimLoop(asyncio.BaseEventLoop):
                 f"more than {MAX_DEAD_TASKS} tasks of dead nodes are kept (so that none of their "
                 "code runs again): kill or crash less often, or split the run"
             )
+        del self._boots[boot.index]
         ctx_boot = BOOT
         self._rebuild_timers(lambda h: h._context.get(ctx_boot) is not boot)  # type: ignore[attr-defined]
 
@@ -395,14 +410,13 @@ class SimLoop(asyncio.BaseEventLoop):
 
     def describe_pending(self, limit: int = 20) -> str:
         lines = []
-        for boot in self._boots:
+        for boot in self._boots.values():
             for task in boot.tasks.values():
                 if task.done():
                     continue
                 coro = task.get_coro()
                 where = getattr(coro, "__qualname__", repr(coro))
-                state = "" if boot.alive else " (dead)"
-                lines.append(f"{boot.label}{state}: {task.get_name()} {where}")
+                lines.append(f"{boot.label}: {task.get_name()} {where}")
         more = f" ... and {len(lines) - limit} more" if len(lines) > limit else ""
         return "; ".join(lines[:limit]) + more if lines else "no tasks"
 
@@ -420,7 +434,7 @@ class SimLoop(asyncio.BaseEventLoop):
         """
         self._frozen = True
         tasks = list(self._graveyard)
-        for boot in self._boots:
+        for boot in self._boots.values():
             tasks.extend(boot.tasks.values())
         self._graveyard.clear()
         pending = [task for task in tasks if not task.done()]

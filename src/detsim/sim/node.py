@@ -66,7 +66,9 @@ class Boot:
         self.tasks: weakref.WeakValueDictionary[int, Task[Any]] = weakref.WeakValueDictionary()
         self.task_seq = 0
         self.main_task: Task[Any] | None = None  # init: held strongly, like a process's main
-        self.spawned: list[Future[Any]] = []  # supervisor-side futures to fail with NodeDown
+        # Supervisor-side futures of spawned tasks still running (by task number), to fail with
+        # NodeDown if the boot dies; at most MAX_SPAWNS_PENDING (loop).
+        self.spawned: dict[int, Future[Any]] = {}
         self.endpoints: dict[int, Any] = {}  # open sockets of this boot, by id (net owns them)
         self.context = contextvars.Context()
         self.context.run(runtime.BOOT.set, self)
