@@ -126,3 +126,31 @@ def test_closing_a_policy_loop_with_a_pending_task_inside_a_simulation_keeps_the
 
     assert detsim.Simulation(seed=1).run(main()) == (True, 2.0, True)
     assert not detsim.in_simulation()
+
+
+async def sleep_virtual(seconds: float) -> float:
+    await asyncio.sleep(seconds)
+    return asyncio.get_running_loop().time()
+
+
+def test_the_policy_time_limit_is_a_virtual_day_by_default(monkeypatch):
+    monkeypatch.delenv("DETSIM_TEST_TIME_LIMIT", raising=False)
+    policy = detsim.EventLoopPolicy()
+    loop = policy.new_event_loop()
+    assert loop.run_until_complete(sleep_virtual(23 * 3600.0)) == 23 * 3600.0
+    loop.close()
+    loop = policy.new_event_loop()
+    with pytest.raises(detsim.SimulationTimeLimit, match="86400s"):
+        loop.run_until_complete(sleep_virtual(25 * 3600.0))
+    loop.close()
+
+
+def test_detsim_test_time_limit_overrides_the_policy_limit(monkeypatch):
+    monkeypatch.setenv("DETSIM_TEST_TIME_LIMIT", "10")
+    loop = detsim.EventLoopPolicy(time_limit=7 * 86_400.0).new_event_loop()
+    with pytest.raises(detsim.SimulationTimeLimit, match="10s"):
+        loop.run_until_complete(sleep_virtual(11.0))
+    loop.close()
+    monkeypatch.setenv("DETSIM_TEST_TIME_LIMIT", "a day")
+    with pytest.raises(detsim.SimulationError, match="not a number"):
+        detsim.EventLoopPolicy()
