@@ -1,0 +1,38 @@
+"""Every named bound of the replicated store's client side and state machine, in one place.
+
+Rule: a bound is checked where the data enters (the RESP parser, the command parser, the state
+machine's apply) and refused with a clear error reply, never by a crash or an unbounded wait.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+#: The largest key or value (bytes). Past it: `ERR string exceeds maximum allowed size ...`
+#: (SET, MSET, CAS, APPEND's result), or a protocol error for a longer bulk string.
+MAX_VALUE_BYTES: Final = 16 * 1024 * 1024
+
+#: Room for a maximal value's key, command name and framing in one request.
+REQUEST_OVERHEAD_BYTES: Final = 64 * 1024
+
+#: The largest request (one command with its arguments, as framed on the wire). A declared
+#: length that would pass it is refused before its bytes are read.
+MAX_REQUEST_BYTES: Final = MAX_VALUE_BYTES + REQUEST_OVERHEAD_BYTES
+
+#: Arguments in one request (Redis allows INT_MAX; a million keys in one MGET is plenty).
+MAX_REQUEST_ARGS: Final = 1024 * 1024
+
+#: An inline (telnet-style) request line, as Redis's PROTO_INLINE_MAX_SIZE.
+MAX_INLINE_BYTES: Final = 64 * 1024
+
+#: A `*<count>` or `$<length>` header line: 20 digits and a sign fit; longer is garbage.
+MAX_HEADER_LINE_BYTES: Final = 64
+
+#: The logical size of the data set: the sum of len(key) + len(value) over all keys. A write
+#: that would grow it past this is refused (`OOM ...`) on every replica alike (the count is
+#: part of the replicated state, not a measure of the machine).
+MAX_DATA_BYTES: Final = 1024 * 1024 * 1024
+
+#: The SQLite image (the snapshot) may not grow past this; a backstop under the Raft storage's
+#: `MAX_SNAPSHOT_BYTES` (4 GiB). SQLite's page and index overhead over MAX_DATA_BYTES fits.
+MAX_DATABASE_IMAGE_BYTES: Final = 3 * 1024 * 1024 * 1024
