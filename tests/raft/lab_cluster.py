@@ -258,6 +258,8 @@ class LabCluster:
         self.sim.restart(nid)
 
     def isolate(self, nid: str) -> None:
+        """Cut `nid` off from every other node (after healing: partitions add up)."""
+        self.sim.net.heal()
         others = [n for n in self.ids if n != nid]
         self.sim.net.partition([nid], others)
 
