@@ -16,14 +16,10 @@ import pytest
 
 from detsim import fs
 from detsim.fs.records import CorruptRecordError, RecordFile
+from detsim.raft import codec
 from detsim.raft.core.messages import ConfState, Entry, EntryKind, HardState, SnapshotMeta
-from detsim.raft.storage import (
-    BLOCK_BYTES,
-    CorruptStorageError,
-    Restored,
-    Storage,
-    _hardstate,
-)
+from detsim.raft.storage import BLOCK_BYTES, CorruptStorageError, Restored, Storage
+from detsim.raft.storage._log import ENTRY_TAG, STATE_TAG, segment_name
 from detsim.sim.config import DiskConfig
 from detsim.sim.disk import SimDisk
 
@@ -112,7 +108,7 @@ def test_a_conflicting_suffix_is_replaced(data_dir: str) -> None:
     assert list(restored.entries) == entries(1, 12) + entries(12, 15, term=2)
     # The segments after the conflict are gone, not just ignored.
     names = fs.listdir(os.path.join(data_dir, "log"))
-    firsts = [int(n[4:24]) for n in names]
+    firsts = [first_index(n) for n in names]
     assert max(firsts) <= 14 and len(names) < 10
     storage.close()
 
@@ -120,7 +116,7 @@ def test_a_conflicting_suffix_is_replaced(data_dir: str) -> None:
 def test_a_conflict_at_a_segment_start_removes_that_segment(data_dir: str) -> None:
     write(data_dir, lambda s: s.append(entries(1, 31)), segment_max_bytes=300)
     names = fs.listdir(os.path.join(data_dir, "log"))
-    second = int(names[1][4:24])
+    second = first_index(names[1])
     write(data_dir, lambda s: s.append(entries(second, second + 1, term=3)), segment_max_bytes=300)
     _, restored = reopen(data_dir)
     assert list(restored.entries) == entries(1, second) + entries(second, second + 1, term=3)
@@ -160,7 +156,7 @@ def test_group_commit_one_fsync_per_written_file() -> None:
         events.clear()
         await storage.sync()
         fsyncs = [f["path"] for k, f in events if k == "disk.fsync"]
-        assert sorted(fsyncs) == ["/data/hardstate.rec", "/data/log/seg-00000000000000000001.rec"]
+        assert fsyncs == ["/data/log/" + segment_name(0, 1)]  # entries and hard state: one file
         events.clear()
         await storage.sync()  # nothing new: nothing to fsync
         assert [k for k, _ in events if k == "disk.fsync"] == []
@@ -170,20 +166,52 @@ def test_group_commit_one_fsync_per_written_file() -> None:
         run(body())
 
 
-def test_hard_state_file_is_rewritten_past_its_bound(
-    data_dir: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(_hardstate, "MAX_HARD_STATE_RECORDS", 5)
+def test_the_hard_state_survives_rotation_compaction_truncation_and_install(data_dir: str) -> None:
+    """The hard state lives in the log segments: whatever removes or cuts segments must keep
+    the latest one."""
+    kw = {"segment_max_bytes": 300}
 
-    def many(s: Storage) -> None:
-        for term in range(1, 23):
-            s.hard_state = HardState(term, None, 0)
+    async def body() -> None:
+        storage, _ = reopen(data_dir, **kw)
+        storage.append(entries(1, 41))
+        storage.hard_state = HardState(2, "n2", 5)
+        await storage.sync()  # its H record is in the last of several segments
+        storage.append(entries(30, 31, term=2))  # cuts the segment holding that H record
+        await storage.sync()
+        storage.close()
 
-    write(data_dir, many)
-    _, restored = reopen(data_dir)
-    assert restored.hard_state == HardState(22, None, 0)
-    with RecordFile.open(os.path.join(data_dir, "hardstate.rec")) as rf:
-        assert len(rf) <= 5
+    run(body())
+    storage, restored = reopen(data_dir, **kw)
+    assert restored.hard_state == HardState(2, "n2", 5)
+    assert list(restored.entries) == entries(1, 30) + entries(30, 31, term=2)
+    meta = SnapshotMeta(30, 2, CONF, 3)
+    run(storage.save_snapshot(meta, [b"abc"]))  # compacts every segment but the last
+    storage.close()
+    storage, restored = reopen(data_dir, **kw)
+    assert restored.hard_state == HardState(2, "n2", 5) and restored.entries == ()
+    installed = SnapshotMeta(90, 3, CONF, 1)
+    storage.write_snapshot_chunk(installed, 0, b"z")
+    run(storage.install_snapshot(installed))  # a new generation of segments
+    storage.close()
+    storage, restored = reopen(data_dir, **kw)
+    assert restored == Restored(HardState(2, "n2", 5), installed, ())
+    assert [first_index(n) for n in fs.listdir(os.path.join(data_dir, "log"))] == [91]
+    storage.close()
+
+
+def test_many_hard_state_updates_keep_the_latest(data_dir: str) -> None:
+    async def body() -> None:
+        storage, _ = reopen(data_dir, segment_max_bytes=400)
+        for term in range(1, 60):
+            storage.append(entries(term, term + 1, term=term))
+            storage.hard_state = HardState(term, f"n{term % 3}", term - 1)
+            await storage.sync()
+        storage.close()
+
+    run(body())
+    _, restored = reopen(data_dir, segment_max_bytes=400)
+    assert restored.hard_state == HardState(59, "n2", 58)
+    assert [e.term for e in restored.entries] == list(range(1, 60))
 
 
 # -- snapshots --------------------------------------------------------------------------------
@@ -206,7 +234,7 @@ def test_a_saved_snapshot_compacts_whole_segments_and_reads_back(data_dir: str) 
         await storage.save_snapshot(meta, chunks_of(SNAPSHOT_BYTES, 10_000))
         after = fs.listdir(os.path.join(data_dir, "log"))
         assert len(after) < before
-        assert int(after[0][4:24]) <= 61  # the segment holding 61 stays
+        assert first_index(after[0]) <= 61  # the segment holding 61 stays
         assert storage.first_index == 61 and storage.snapshot == meta
         for offset, size in [
             (0, 10),
@@ -266,7 +294,7 @@ def test_an_installed_snapshot_replaces_the_log(data_dir: str) -> None:
     run(body())
     storage, restored = reopen(data_dir)
     assert restored.snapshot == meta and list(restored.entries) == entries(501, 505, term=7)
-    assert fs.listdir(os.path.join(data_dir, "log")) == ["seg-00000000000000000501.rec"]
+    assert fs.listdir(os.path.join(data_dir, "log")) == [segment_name(1, 501)]  # generation 1
     assert storage.read_chunk(meta, 0, len(SNAPSHOT_BYTES)) == SNAPSHOT_BYTES
     storage.close()
 
@@ -339,20 +367,30 @@ def chop(path: str, size_bytes: int) -> None:
         f.truncate(fs.getsize(path) - size_bytes)
 
 
+def cut_at(path: str, size_bytes: int) -> None:
+    with fs.open(path, "r+b") as f:
+        f.truncate(size_bytes)
+
+
 def segment(data_dir: str, k: int = 0) -> str:
     log_dir = os.path.join(data_dir, "log")
     return os.path.join(log_dir, fs.listdir(log_dir)[k])
 
 
-def record_offsets(path: str) -> list[int]:
+def entry_offsets(path: str) -> list[int]:
+    """The offsets of the entry records of a segment (hard-state records are skipped)."""
     with RecordFile.open(path) as rf:
-        return list(rf.offsets)
+        return [r.offset for r in rf.recovered if r.payload[:1] == ENTRY_TAG]
+
+
+def first_index(segment_file_name: str) -> int:
+    return int(segment_file_name.split("-")[2].split(".")[0])
 
 
 def test_corruption_in_the_middle_of_the_log_names_file_and_offset(data_dir: str) -> None:
     write(data_dir, lambda s: s.append(entries(1, 21)))
     path = segment(data_dir)
-    offsets = record_offsets(path)
+    offsets = entry_offsets(path)
     flip_byte(path, offsets[5] + 14)  # inside entry 6's payload
     with pytest.raises(CorruptRecordError) as info:
         reopen(data_dir)
@@ -368,28 +406,32 @@ def test_a_torn_tail_above_the_commit_index_is_truncated(
         s.hard_state = HardState(1, None, 15)
 
     write(data_dir, fill)
-    chop(segment(data_dir), 7)  # entry 20 torn
+    path = segment(data_dir)
+    cut_at(path, entry_offsets(path)[-1] + 7)  # entry 20 torn (and the H record after it)
     with caplog.at_level(logging.WARNING):
         storage, restored = reopen(data_dir)
     assert list(restored.entries) == entries(1, 20)
+    assert restored.hard_state == HardState()  # the H record after entry 20 was never durable
     assert any("torn tail" in r.getMessage() for r in caplog.records)
     storage.append(entries(20, 22, term=2))  # and the log goes on from there
     storage.close()
 
 
-def test_a_torn_tail_at_or_below_the_commit_index_stops_the_node(data_dir: str) -> None:
-    def fill(s: Storage) -> None:
-        s.append(entries(1, 21))
-        s.hard_state = HardState(1, None, 20)
-
-    write(data_dir, fill)
+def test_a_torn_tail_below_a_durable_commit_stops_the_node(data_dir: str) -> None:
+    """A crash cannot do this (a commit record follows the entries it covers, and a file
+    survives as a prefix), but damage can: an entry at or below a commit that an earlier record
+    made durable is never truncated away."""
+    write(data_dir, lambda s: s.append(entries(1, 21)))
     path = segment(data_dir)
-    last = record_offsets(path)[-1]
-    chop(path, 7)
-    with pytest.raises(CorruptStorageError, match="entry 20 is damaged and committed") as info:
+    with RecordFile.open(path) as rf:
+        rf.append(STATE_TAG + codec.packb([1000, 1, None, 21]))  # commit 21, then entry 21
+        last = rf.append(ENTRY_TAG + codec.pack_entry(entries(21, 22)[0]))
+        rf.sync()
+    cut_at(path, last + 7)
+    with pytest.raises(CorruptStorageError, match="entry 21 is damaged and committed") as info:
         reopen(data_dir)
     assert info.value.path == path and info.value.offset == last
-    assert fs.getsize(path) > last  # nothing was truncated: the evidence stays
+    assert fs.getsize(path) == last + 7  # nothing was truncated: the evidence stays
 
 
 def test_a_torn_tail_in_an_earlier_segment_is_corruption(data_dir: str) -> None:
@@ -418,7 +460,7 @@ def test_missing_uncommitted_entries_drop_the_rest_of_the_log(data_dir: str) -> 
         s.hard_state = HardState(1, None, 3)
 
     write(data_dir, fill, segment_max_bytes=300)
-    second = int(fs.listdir(os.path.join(data_dir, "log"))[1][4:24])
+    second = first_index(fs.listdir(os.path.join(data_dir, "log"))[1])
     fs.remove(segment(data_dir, 1))
     _, restored = reopen(data_dir, segment_max_bytes=300)
     assert list(restored.entries) == entries(1, second)
@@ -426,7 +468,7 @@ def test_missing_uncommitted_entries_drop_the_rest_of_the_log(data_dir: str) -> 
 
 def test_an_empty_segment_left_by_a_crashed_rotation_is_dropped(data_dir: str) -> None:
     write(data_dir, lambda s: s.append(entries(1, 11)))
-    with RecordFile.open(os.path.join(data_dir, "log", "seg-00000000000000000011.rec")):
+    with RecordFile.open(os.path.join(data_dir, "log", segment_name(0, 11))):
         pass
     storage, restored = reopen(data_dir)
     assert list(restored.entries) == entries(1, 11)
@@ -466,15 +508,25 @@ def test_a_corrupt_snapshot_meta_stops_the_node(data_dir: str) -> None:
     assert info.value.path == meta_path
 
 
-def test_an_undecodable_entry_is_corruption_with_its_offset(data_dir: str) -> None:
+@pytest.mark.parametrize(
+    ("payload", "match"),
+    [
+        (ENTRY_TAG + b"\x93\x01\x02\x03", "undecodable entry"),
+        (STATE_TAG + b"\x92\x01\x02", "undecodable hard state"),
+        (b"X", "unknown record tag"),
+    ],
+)
+def test_an_undecodable_record_is_corruption_with_its_offset(
+    data_dir: str, payload: bytes, match: str
+) -> None:
     write(data_dir, lambda s: s.append(entries(1, 4)))
     path = segment(data_dir)
     with RecordFile.open(path) as rf:
-        offset = rf.append(b"\x93\x01\x02\x03")  # a valid record holding no entry
+        offset = rf.append(payload)  # a valid record (checksums fine) that we never write
         rf.sync()
-    with pytest.raises(CorruptStorageError, match="undecodable entry") as info:
+    with pytest.raises(CorruptStorageError, match=match) as info:
         reopen(data_dir)
-    assert info.value.offset == offset
+    assert info.value.path == path and info.value.offset == offset
 
 
 # -- power loss on the simulated disk ---------------------------------------------------------
@@ -528,23 +580,25 @@ def test_power_loss_outcomes_cover_kept_lost_and_torn() -> None:
 
 
 @pytest.mark.parametrize("seed", range(16))
-@pytest.mark.parametrize("start", [8, 10])  # a segment's first entry; the middle of one
+@pytest.mark.parametrize("where", [0, 2])  # a segment's first entry; the middle of one
 def test_power_loss_after_a_conflict_never_resurrects_removed_segments(
-    seed: int, start: int
+    seed: int, where: int
 ) -> None:
     disk, _ = sim_disk(seed)
-    old = entries(1, 41)  # segments of 7 entries: 1..7, 8..14, ...
-    new = entries(start, start + 4, term=2)
+    old = entries(1, 41)  # several segments
 
-    async def before_crash() -> None:
+    async def before_crash() -> tuple[int, int]:
         storage, _ = reopen("/data", segment_max_bytes=300)
         storage.append(old)
         await storage.sync()
-        assert "seg-00000000000000000008.rec" in fs.listdir("/data/log")
-        storage.append(new)  # removes later segments (durably), truncates or drops one; no sync
+        second, third = (first_index(n) for n in fs.listdir("/data/log")[1:3])
+        start = second + where
+        # Removes later segments (durably), truncates the one holding `start`; no sync.
+        storage.append(entries(start, start + 4, term=2))
+        return start, third
 
     with fs.use_backend(disk):
-        run(before_crash())
+        start, third = run(before_crash())
         disk.on_crash()
         storage, restored = reopen("/data", segment_max_bytes=300)
         storage.close()
@@ -555,8 +609,8 @@ def test_power_loss_after_a_conflict_never_resurrects_removed_segments(
     olds = [e for e in got if e.term == 1]
     news = [e for e in got if e.term == 2]
     assert got == olds + news
-    assert olds == old[: len(olds)] and news == new[: len(news)]
-    assert len(olds) <= 14
+    assert olds == old[: len(olds)] and news == entries(start, start + 4, term=2)[: len(news)]
+    assert len(olds) < third
     if news:
         assert len(olds) == start - 1
 
@@ -590,8 +644,9 @@ def test_storage_inside_a_simulation_survives_crash_and_charges_fsync_latency() 
         return elapsed, await node.spawn(recover())
 
     elapsed, restored = sim.run(main())
-    # Ten syncs of two files each: twenty fsync_latency waits on the virtual clock.
-    assert elapsed == pytest.approx(20 * 0.005)
+    # Ten syncs, one fsync each (entries and hard state share the segment): ten waits of
+    # fsync_latency on the virtual clock.
+    assert elapsed == pytest.approx(10 * 0.005)
     assert restored.hard_state == HardState(1, "n1", 100)
     assert list(restored.entries)[:100] == entries(1, 101)
 
@@ -610,3 +665,55 @@ def test_a_new_data_directory_is_durable_with_the_first_sync(data_dir_name: str)
             disk.on_crash()
             _, restored = reopen(data_dir_name)
         assert restored == Restored(HardState(1, "n1", 2), None, tuple(entries(1, 3)))
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("crash_after_s", [0.005, 0.015, 0.025, 0.035, 0.045])
+def test_power_loss_during_a_snapshot_install_leaves_the_old_state_or_the_new(
+    seed: int, crash_after_s: float
+) -> None:
+    """Crashes land inside install_snapshot's fsync waits: after restart the node has the old
+    log or the installed snapshot with an empty log, and always its hard state."""
+    import detsim
+
+    sim = detsim.Simulation(seed=seed, disk=DiskConfig(fsync_latency=0.01))
+    node = sim.add_node("n1", ip="10.0.0.1")
+    meta = SnapshotMeta(500, 7, CONF, len(SNAPSHOT_BYTES))
+    state = HardState(6, "n2", 30)
+
+    async def prepare() -> None:
+        storage, _ = reopen("/data", segment_max_bytes=500)
+        storage.append(entries(1, 41))
+        storage.hard_state = state
+        await storage.sync()
+        storage.write_snapshot_chunk(meta, 0, SNAPSHOT_BYTES)
+
+    async def install() -> None:
+        storage, _ = reopen("/data", segment_max_bytes=500)
+        storage.write_snapshot_chunk(meta, 0, SNAPSHOT_BYTES)
+        await storage.install_snapshot(meta)
+        await asyncio.sleep(1.0)
+
+    async def recover() -> Restored:
+        storage, restored = reopen("/data", segment_max_bytes=500)
+        if restored.snapshot is not None:
+            assert storage.read_chunk(meta, 0, meta.size_bytes) == SNAPSHOT_BYTES
+        storage.close()
+        return restored
+
+    async def main() -> Restored:
+        await node.spawn(prepare())
+        task = node.spawn(install())
+        await asyncio.sleep(crash_after_s)
+        sim.crash(node)
+        with pytest.raises(detsim.NodeDown):
+            await task
+        sim.restart(node)
+        return await node.spawn(recover())
+
+    restored = sim.run(main())
+    assert restored.hard_state == state
+    if restored.snapshot is None:
+        assert list(restored.entries) == entries(1, 41)
+    else:
+        assert restored.snapshot == meta and restored.entries == ()

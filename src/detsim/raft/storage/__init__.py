@@ -1,9 +1,9 @@
 """Raft storage on `detsim.fs`: hard state, log segments and snapshots of one data directory.
 
 Layout of `data_dir`:
-    hardstate.rec                        term, vote, commit (`_hardstate`: last record wins)
-    log/seg-<first index>.rec            the log, one entry a record (`_log`)
-    snap/snap-<index>-<term>.data|.meta  the current snapshot (`_snapshots`)
+    log/seg-<generation>-<first index>.rec  entries and hard states (term, vote, commit), one a
+                                            record, write-ahead-log style (`_log`)
+    snap/snap-<index>-<term>.data|.meta     the current snapshot (`_snapshots`)
 
 The driver's contract (with the core's `Ready`, see `detsim.raft.core.ready`), for one Ready:
 
@@ -20,9 +20,11 @@ and for a snapshot of its own state machine, before `raft.compact(meta)`:
 
 Rules:
 - Nothing is durable until `sync()` returns, except what the `async` snapshot calls make durable
-  themselves; `sync()` fsyncs the log, then the staging snapshot, then the hard state (a commit
-  index is never durable before the entries it covers). fsyncs go through `fsync_async`: off
-  the event loop in production, `fsync_latency` in a simulation.
+  themselves. `sync()` fsyncs the staging snapshot if chunks came, then writes the hard state
+  (if it changed) after the batch's entries in the log segment and fsyncs the segment: one
+  fsync in the common case, and a commit index is never durable before the entries it covers.
+  fsyncs go through `fsync_async`: off the event loop in production, `fsync_latency` in a
+  simulation.
 - `load()` never drops committed data to carry on: damage it cannot prove harmless raises
   `CorruptStorageError` (or the record file's `CorruptRecordError`), naming file and offset.
   What it repairs (a torn tail above the commit index, unfinished snapshot files) it logs.
@@ -38,7 +40,6 @@ from collections.abc import Iterable, Sequence
 from detsim.fs import PathArg
 from detsim.raft.core.messages import Entry, HardState, SnapshotMeta
 from detsim.raft.storage._common import CorruptStorageError, ensure_dir
-from detsim.raft.storage._hardstate import MAX_HARD_STATE_RECORDS, HardStateFile
 from detsim.raft.storage._log import MAX_SEGMENTS, SEGMENT_MAX_BYTES, SegmentedLog
 from detsim.raft.storage._snapshots import (
     BLOCK_BYTES,
@@ -49,7 +50,6 @@ from detsim.raft.storage._snapshots import (
 
 __all__ = [
     "BLOCK_BYTES",
-    "MAX_HARD_STATE_RECORDS",
     "MAX_READ_CHUNK_BYTES",
     "MAX_SEGMENTS",
     "MAX_SNAPSHOT_BYTES",
@@ -79,7 +79,6 @@ class Storage:
 
     def __init__(self, data_dir: PathArg, *, segment_max_bytes: int = SEGMENT_MAX_BYTES) -> None:
         self.data_dir = os.fspath(data_dir)
-        self._hard = HardStateFile(self.data_dir)
         self._log = SegmentedLog(os.path.join(self.data_dir, "log"), segment_max_bytes)
         self._snapshots = SnapshotStore(os.path.join(self.data_dir, "snap"))
         self._loaded = False
@@ -90,10 +89,9 @@ class Storage:
         assert not self._loaded, "load() once"
         for directory in (self.data_dir, self._log.directory, self._snapshots.directory):
             ensure_dir(directory)
-        hard = self._hard.load()
         snapshot = self._snapshots.load()
         index, term = (snapshot.index, snapshot.term) if snapshot else (0, 0)
-        entries = self._log.load(commit=hard.commit, snapshot_index=index, snapshot_term=term)
+        hard, entries = self._log.load(snapshot_index=index, snapshot_term=term)
         self._loaded = True
         return Restored(hard, snapshot, tuple(entries))
 
@@ -102,11 +100,11 @@ class Storage:
     @property
     def hard_state(self) -> HardState:
         """The latest hard state given (durable after `sync`)."""
-        return self._hard.state
+        return self._log.hard_state
 
     @hard_state.setter
     def hard_state(self, state: HardState) -> None:
-        self._hard.write(state)
+        self._log.set_hard_state(state)
 
     @property
     def snapshot(self) -> SnapshotMeta | None:
@@ -130,13 +128,12 @@ class Storage:
         return self._log.entries(lo, hi)
 
     async def sync(self) -> None:
-        """Make everything given so far durable: log, staged snapshot chunks, hard state."""
+        """Make everything given so far durable: staged snapshot chunks, entries, hard state."""
         assert not self._syncing, "sync() is not re-entrant"
         self._syncing = True
         try:
-            await self._log.sync()
             await self._snapshots.sync_staging()
-            await self._hard.sync()
+            await self._log.sync()
         finally:
             self._syncing = False
 
@@ -170,4 +167,3 @@ class Storage:
     def close(self) -> None:
         self._log.close()
         self._snapshots.close()
-        self._hard.close()

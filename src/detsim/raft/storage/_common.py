@@ -38,17 +38,18 @@ def ensure_dir(path: str) -> None:
         fs.fsync_dir(os.path.dirname(created) or ".")
 
 
-def count_records(path: str, end_offset: int) -> int:
-    """How many records a record file holds before `end_offset`, the end of its valid prefix
-    (as a `CorruptRecordError` for a torn tail reports it): walks the record headers, whose
-    checksums the record file already verified."""
-    count = 0
+def prefix_payloads(path: str, end_offset: int) -> list[tuple[int, bytes]]:
+    """(offset, payload) of each record a record file holds before `end_offset`, the end of its
+    valid prefix (as a `CorruptRecordError` for a torn tail reports it). Walks the record
+    headers, which the record file checked before it reported that offset; changes nothing."""
+    out: list[tuple[int, bytes]] = []
     with fs.open(path, "rb") as f:
         data = f.read(end_offset)
     pos = records.HEADER_BYTES
     while pos < end_offset:
         (length, _, _) = records.RECORD_HEADER.unpack_from(data, pos)
-        pos += records.RECORD_HEADER.size + length
-        count += 1
+        start = pos + records.RECORD_HEADER.size
+        out.append((pos, data[start : start + length]))
+        pos = start + length
     assert pos == end_offset, (path, pos, end_offset)
-    return count
+    return out
