@@ -457,7 +457,7 @@ class Transport:
         unknown or, oldest first, past the queue bounds."""
         peer = self._peers.get(msg.to)
         if peer is None or self._closed:
-            self.stats.dropped_unknown_peer += 1
+            self._count("dropped_unknown_peer", f"dropped a message for {msg.to!r}: no such peer")
             return
         payload = codec.pack_message(msg)
         if len(payload) > MAX_FRAME_BYTES:
@@ -469,7 +469,9 @@ class Transport:
         peer.queued_bytes += len(data)
         while len(peer.queue) > MAX_SEND_QUEUE_MESSAGES or peer.queued_bytes > MAX_SEND_QUEUE_BYTES:
             peer.queued_bytes -= len(peer.queue.popleft())
-            self.stats.dropped_queue_full += 1
+            self._count(
+                "dropped_queue_full", f"send queue to {peer.node_id} full: dropped the oldest"
+            )
         peer.wakeup.set()
 
     def queued(self, peer_id: str) -> int:
