@@ -50,7 +50,9 @@ cannot flood the log); the node keeps serving its other peers. A message whose `
 authenticated peer, or whose `to` is not this node, is dropped and counted.
 
 Bounds: `MAX_PEER_CONNECTIONS` open connections (handshaking ones included; more are closed at
-accept), `MAX_PEERS` peers, the queue bounds above, `MAX_WRITE_BATCH_BYTES` a write call.
+accept), `MAX_PEERS` peers, the queue bounds above, `MAX_WRITE_BATCH_BYTES` a write call, and a
+connection's read buffer: one partial frame plus one read (`MAX_FRAME_BYTES + READ_CHUNK_BYTES`).
+An unauthenticated connection holds a slot for at most `HANDSHAKE_TIMEOUT_S`.
 """
 
 from __future__ import annotations
