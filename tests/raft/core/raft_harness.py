@@ -179,6 +179,7 @@ class Cluster:
         self.dropped_reads: dict[str, list[bytes]] = {}
         self._soft: dict[str, tuple[str, int, str | None]] = {}
         self.on_apply: Callable[[str, Entry], None] | None = None
+        self.on_read: Callable[[str, bytes, int], None] | None = None
 
     # --- membership of the test world ------------------------------------------------------
 
@@ -260,9 +261,6 @@ class Cluster:
             hs = rd.hard_state
             self.log(f"  HardState term={hs.term} vote={hs.vote} commit={hs.commit}")
             s.hard = hs
-        if rd.entries:
-            self.log(f"  Entries: {fmt_entries(rd.entries, long=True)}")
-            s.append(rd.entries)
         for chunk in rd.snapshot_chunks:
             if chunk.offset == 0:
                 s.staging_meta, s.staging = chunk.meta, bytearray()
@@ -283,6 +281,9 @@ class Cluster:
             self.log(f"  Snapshot installed: {fmt_meta(meta)}")
             if self.checker is not None:
                 self.checker.snapshot_applied(node.id, node.boot, meta.index, meta.term)
+        if rd.entries:
+            self.log(f"  Entries: {fmt_entries(rd.entries, long=True)}")
+            s.append(rd.entries)
         if rd.hard_state is not None:
             assert s.hard.commit >= (s.snapshot.index if s.snapshot else 0)
 
@@ -305,6 +306,8 @@ class Cluster:
         for rs in rd.read_states:
             self.log(f"  ReadState: {rs.request_id.decode()} index={rs.index}")
             self.read_results.setdefault(node.id, []).append((rs.request_id, rs.index))
+            if self.on_read is not None:
+                self.on_read(node.id, rs.request_id, rs.index)
         for rid in rd.dropped_reads:
             self.log(f"  DroppedRead: {rid.decode()}")
             self.dropped_reads.setdefault(node.id, []).append(rid)

@@ -786,10 +786,12 @@ class Raft:
         stream = pr.stream
         if stream is None or m.snapshot_index != stream.meta.index:
             return  # about a stream we no longer run
-        if m.next_offset > stream.sent_offset:
-            return  # an answer from before a rewind
+        if m.next_offset > stream.meta.size_bytes:
+            raise RemoteProtocolError(f"snapshot offset past its size from {m.frm}")
         if m.next_offset > stream.acked_offset:
+            # Progress (possibly past what we resent after a stall: the follower kept it).
             stream.acked_offset = m.next_offset
+            stream.sent_offset = max(stream.sent_offset, m.next_offset)
             stream.stalled_ticks = 0
         else:
             # The follower expects an offset we already sent (a chunk was lost) or an earlier

@@ -3,9 +3,9 @@
 The driver loop (etcd `node.go`, `type Ready`) is:
 
     rd = raft.ready()
-    1. persist rd.hard_state and rd.entries, write rd.snapshot_chunks to the staging file,
-       and if rd.snapshot: make it durable and restore the state machine from it;
-       fsync all of that;
+    1. write rd.snapshot_chunks to the staging file; if rd.snapshot: make it the durable
+       snapshot, drop the stored log and restore the state machine from it; then persist
+       rd.entries (they all follow the snapshot) and rd.hard_state; fsync all of that;
     2. send rd.messages;
     3. apply rd.committed_entries in order; answer rd.read_states once applied >= index;
     4. raft.advance(rd)
@@ -46,10 +46,6 @@ class Ready:
     hard_state: HardState | None = None
     """Persist before sending any message of this Ready (None: unchanged)."""
 
-    entries: tuple[Entry, ...] = ()
-    """Append to the durable log. If entries[0].index <= the stored last index, the stored
-    suffix from that index is replaced. Durable before any message of this Ready is sent."""
-
     snapshot_chunks: tuple[SnapshotChunk, ...] = ()
     """Incoming InstallSnapshot chunks, in order: write chunk.data at chunk.offset of the
     staging file for chunk.meta (offset 0 starts a new staging file). Durable before sending."""
@@ -57,8 +53,13 @@ class Ready:
     snapshot: SnapshotMeta | None = None
     """An incoming snapshot is complete (all its chunks are in the staging file): make it the
     durable snapshot, discard the whole stored log (the log now starts after snapshot.index),
-    and restore the state machine from it, before applying anything after it and before
-    sending the messages of this Ready."""
+    and restore the state machine from it. Do this before appending `entries` (which all
+    follow it), before applying anything, and before sending the messages of this Ready."""
+
+    entries: tuple[Entry, ...] = ()
+    """Append to the durable log (after installing `snapshot`, if any). If entries[0].index <=
+    the stored last index, the stored suffix from that index is replaced. Durable before any
+    message of this Ready is sent."""
 
     messages: tuple[Message, ...] = ()
     """Send after everything above is durable. Loss is tolerated; order need not be kept."""
