@@ -167,3 +167,51 @@ def test_in_simulation_inside_and_outside_a_run() -> None:
 
     assert sim.run(main()) is True
     assert detsim.in_simulation() is False
+
+
+# --- the simulator's kernel never imports its world -----------------------------------------
+
+KERNEL = "detsim.sim.kernel"
+
+
+def kernel_violations(root: Path) -> list[str]:
+    """Imports of detsim modules outside the kernel, by kernel modules (TYPE_CHECKING included:
+    `imports_of` walks every import statement of the file)."""
+    bad = []
+    for module, path in modules_under(root, KERNEL):
+        for name in sorted(imports_of(path, module)):
+            inside = name == KERNEL or name.startswith(KERNEL + ".")
+            # `from detsim.sim.kernel import x` also names its parents as bases: not imports
+            if name.startswith("detsim") and not inside and not KERNEL.startswith(name):
+                bad.append(f"{module} imports {name} (the kernel imports nothing of the world)")
+    return bad
+
+
+def test_the_kernel_imports_nothing_of_the_world():
+    assert modules_under(SRC, KERNEL), "the kernel package moved: update this test"
+    assert kernel_violations(SRC) == []
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "from detsim.sim.world import Simulation\n",
+        "import typing\nif typing.TYPE_CHECKING:\n    from detsim.sim.node import Node\n",
+        "from .. import runtime\n",
+        "import detsim.sim.net.tcp\n",
+        "from detsim.fs import _seam\n",
+    ],
+)
+def test_a_planted_kernel_violation_is_caught(tmp_path, source):
+    path = tmp_path / "detsim/sim/kernel/loop.py"
+    path.parent.mkdir(parents=True)
+    path.write_text(source)
+    assert kernel_violations(tmp_path)
+    path.write_text("from detsim.sim.kernel import boot\nfrom . import clock\n")
+    assert kernel_violations(tmp_path) == []
+
+
+def test_a_fresh_interpreter_importing_the_kernel_loads_no_world():
+    loaded = sim_modules_after_importing("detsim.sim.kernel.loop")
+    assert "detsim.sim.kernel.loop" in loaded
+    assert [m for m in loaded if m != "detsim.sim" and not m.startswith(KERNEL)] == []

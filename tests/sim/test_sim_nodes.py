@@ -9,6 +9,8 @@ import pytest
 
 import detsim
 from detsim import Simulation
+from detsim.sim.errors import InitFailed, RunFailures, RunOutcome
+from detsim.sim.kernel import loop as kernel_loop
 
 
 def test_spawn_returns_the_result_and_nodedown_when_the_node_dies():
@@ -210,7 +212,7 @@ def test_spawned_tasks_are_tracked_only_while_they_run():
 
 
 def test_pending_spawns_past_the_bound_are_refused_with_a_clear_error(monkeypatch):
-    monkeypatch.setattr(detsim.sim.loop, "MAX_SPAWNS_PENDING", 8)
+    monkeypatch.setattr(kernel_loop, "MAX_SPAWNS_PENDING", 8)
     sim = Simulation(seed=1)
     n1 = sim.add_node("n1")
 
@@ -237,3 +239,38 @@ def test_restarts_do_not_grow_the_loops_boots():
 
     sim.run(main())
     assert max(live_boots) == 3  # the kernel's, the supervisor's and n1's current boot
+
+
+@pytest.mark.parametrize(
+    "main_error",
+    [ValueError("main's own bug"), detsim.SimulationError("main misused the simulator")],
+)
+def test_an_init_failure_and_a_main_failure_in_one_run_are_both_reported(main_error):
+    async def broken():
+        await asyncio.sleep(1)
+        raise OSError("cannot bind")
+
+    sim = Simulation(seed=8)
+    sim.add_node("n1", ip="10.0.0.1", init=broken)
+
+    async def main():
+        await asyncio.sleep(1)  # fails in the round where n1's init raises
+        raise main_error
+
+    with pytest.raises(RunFailures) as info:
+        sim.run(main())
+    group = info.value
+    assert isinstance(group, detsim.SimulationError)  # callers catching it still do
+    assert group.exceptions[0] is main_error
+    assert isinstance(group.exceptions[1], InitFailed)
+    assert "init of node n1 raised OSError('cannot bind')" in str(group.exceptions[1])
+
+
+def test_outcomes_and_misuse_are_different_classes():
+    assert issubclass(InitFailed, RunOutcome) and issubclass(detsim.Deadlock, RunOutcome)
+    assert issubclass(detsim.SimulationTimeLimit, RunOutcome)
+    assert not issubclass(detsim.NodeDown, RunOutcome)
+    sim = Simulation(seed=1)
+    with pytest.raises(detsim.SimulationError) as info:
+        sim.node("nope")
+    assert not isinstance(info.value, RunOutcome)  # misuse: a plain SimulationError

@@ -1,7 +1,12 @@
-"""The simulator: loop, clock, entropy, nodes, network, disks, faults, trace.
+"""The simulator: a kernel, and the world that plugs into it.
 
-Where things are: `world` (Simulation, the public API), `loop` (scheduling on virtual time),
-`node` (hosts and boots), `clock`, `entropy` (what is patched during a run), `net/` (links and
+`kernel/` — virtual time, scheduling, boots, the trace, seeds, the patches of time and entropy,
+and the errors. It imports nothing of the world (tests/test_layers.py) and asks the world for
+I/O only through `kernel/interfaces.py`.
+
+The world, here — `world` (Simulation, the public API), `node` (hosts), `net/` (links and
 faults in `network`, `tcp`, `udp`, `sockets`), `disk` (the disk fault model), `faults`
-(buggify), `trace`, `determinism`, `policy` (EventLoopPolicy), `artifact`.
+(buggify), `policy` (EventLoopPolicy), `runtime` (which simulation and node the caller is in),
+`config`, `determinism`, `artifact`. `errors`, `clock`, `trace` and `loop` name the kernel's
+classes here too, so that `detsim.sim.errors.SimulationError` and the like keep working.
 """

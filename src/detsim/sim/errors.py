@@ -1,28 +1,34 @@
-"""The simulator's errors.
+"""The simulator's errors (defined in the kernel, `detsim.sim.kernel.errors`; named here too).
 
-`SimulationError` is the base: misuse of the simulator (an unknown node, a blocking call inside a
-simulation, a real socket) raises it directly, with a message that says what to do instead.
-The subclasses are outcomes of a run that a caller may want to tell apart.
+Misuse of the simulator raises `SimulationError` itself; the outcomes of a run are
+`RunOutcome`s: `SimulationTimeLimit`, `Deadlock`, `InitFailed`, `SimulatorFault`,
+`BoundExceeded`, and `RunFailures` when a run has several. See the kernel module for the rules.
 """
 
 from __future__ import annotations
 
+from detsim.sim.kernel.errors import (
+    BoundExceeded,
+    Deadlock,
+    InitFailed,
+    NodeDown,
+    NondeterminismError,
+    RunFailures,
+    RunOutcome,
+    SimulationError,
+    SimulationTimeLimit,
+    SimulatorFault,
+)
 
-class SimulationError(RuntimeError):
-    """Misuse of the simulator, or a run that cannot go on."""
-
-
-class NondeterminismError(SimulationError):
-    """The same seed gave two different runs; the message names the first divergent event."""
-
-
-class SimulationTimeLimit(SimulationError):
-    """The virtual clock passed `Simulation(time_limit=...)` before `main` returned."""
-
-
-class Deadlock(SimulationError):
-    """`main` waits and nothing can ever happen again; the message names the blocked tasks."""
-
-
-class NodeDown(SimulationError):
-    """A task spawned on a node was lost because the node was killed or crashed."""
+__all__ = [
+    "BoundExceeded",
+    "Deadlock",
+    "InitFailed",
+    "NodeDown",
+    "NondeterminismError",
+    "RunFailures",
+    "RunOutcome",
+    "SimulationError",
+    "SimulationTimeLimit",
+    "SimulatorFault",
+]

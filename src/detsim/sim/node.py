@@ -1,28 +1,18 @@
-"""Nodes (simulated hosts) and boots (one run of a node's process, from start to kill/crash).
+"""Nodes: simulated hosts, with what outlives their boots (name, IP, init, disk, clock).
 
-Rules:
-- Every task and callback belongs to a boot; the boot travels in `runtime.BOOT` through
-  asyncio's contexts, so what a task creates belongs to the same boot.
-- A boot that is killed or crashed is dead forever: the loop discards its callbacks and timers
-  whenever they come due, and its tasks are kept (never garbage collected, so no `finally`
-  block of theirs runs) until the end of the run. A restart makes a new boot.
-- A paused boot's callbacks are set aside in FIFO order and run on resume.
-- Two boots that are not nodes: the supervisor (`main`, outside the network) and the kernel
-  (the simulator's own network and fault machinery, never paused or killed).
+A node is a kernel `Host`: each start or restart runs it as a new `Boot` (see
+`detsim.sim.kernel.boot` for the rules of boots: dead forever once killed, paused in FIFO).
+At most MAX_NODES nodes in a simulation.
 """
 
 from __future__ import annotations
 
-import collections
-import contextvars
-import weakref
-from asyncio import Future, Handle, Task
+from asyncio import Future
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from detsim.sim import runtime
-from detsim.sim.clock import NodeClock
-from detsim.sim.errors import SimulationError
+from detsim.sim.kernel.boot import Boot
+from detsim.sim.kernel.clock import NodeClock
 
 if TYPE_CHECKING:
     from detsim.sim.disk import SimDisk
@@ -32,58 +22,8 @@ T = TypeVar("T")
 InitFn = Callable[[], Awaitable[Any]]
 
 MAX_NODES = 100
-MAX_DEFERRED_CALLBACKS = 1_000_000  # callbacks a paused node may accumulate before we give up
 
-
-class Boot:
-    """One incarnation of a node's process (or the supervisor's, or the kernel's)."""
-
-    __slots__ = (
-        "__weakref__",
-        "alive",
-        "context",
-        "deferred",
-        "endpoints",
-        "index",
-        "label",
-        "main_task",
-        "node",
-        "node_clock",
-        "paused",
-        "spawned",
-        "task_seq",
-        "tasks",
-    )
-
-    def __init__(self, index: int, label: str, node: Node | None, clock: NodeClock) -> None:
-        self.index = index  # stable small int: names this boot in the decision hash
-        self.label = label
-        self.node = node
-        self.node_clock = clock
-        self.alive = True
-        self.paused = False
-        self.deferred: collections.deque[Handle] = collections.deque()
-        self.tasks: weakref.WeakValueDictionary[int, Task[Any]] = weakref.WeakValueDictionary()
-        self.task_seq = 0
-        self.main_task: Task[Any] | None = None  # init: held strongly, like a process's main
-        # Supervisor-side futures of spawned tasks still running (by task number), to fail with
-        # NodeDown if the boot dies; at most MAX_SPAWNS_PENDING (loop).
-        self.spawned: dict[int, Future[Any]] = {}
-        self.endpoints: dict[int, Any] = {}  # open sockets of this boot, by id (net owns them)
-        self.context = contextvars.Context()
-        self.context.run(runtime.BOOT.set, self)
-
-    def __repr__(self) -> str:
-        state = "alive" if self.alive else "dead"
-        return f"<Boot {self.label} {state}{' paused' if self.paused else ''}>"
-
-    def defer(self, handle: Handle) -> None:
-        if len(self.deferred) >= MAX_DEFERRED_CALLBACKS:
-            raise SimulationError(
-                f"{self.label} is paused with {MAX_DEFERRED_CALLBACKS} callbacks waiting: "
-                "resume it sooner"
-            )
-        self.deferred.append(handle)
+__all__ = ["MAX_NODES", "Boot", "InitFn", "Node"]
 
 
 class Node:

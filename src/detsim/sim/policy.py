@@ -19,7 +19,7 @@ import os
 
 from detsim.sim.config import NetConfig
 from detsim.sim.errors import SimulationError
-from detsim.sim.loop import SimLoop
+from detsim.sim.kernel.loop import SimLoop
 from detsim.sim.world import Simulation
 
 POLICY_NODE_NAME = "localhost"

@@ -1,38 +1,39 @@
-"""Which simulation and which node the calling code runs in.
+"""Which simulation and which node the calling code runs in (the world's view of the kernel).
 
 The simulator runs every node on one event loop; a node's identity travels with asyncio's own
-`contextvars` (each task and callback runs in a context), so everything a node's code creates —
-tasks, callbacks, transports, files — belongs to that node without any bookkeeping by the caller.
+`contextvars` (each task and callback runs in a context, `kernel.boot.BOOT`), so everything a
+node's code creates — tasks, callbacks, transports, files — belongs to that node without any
+bookkeeping by the caller. The kernel knows which loop runs in this thread
+(`kernel.runtime`); this module maps it to the world plugged into it.
 
-Other layers of the simulator (`detsim.buggify`, the disks) ask here, and only here, whether they
-are inside a simulation. `detsim.fs` must not import the simulator, so `enter` installs its seam
+Other layers of the simulator (`detsim.buggify`, the disks, the network) ask here, and only
+here, whether they are inside a simulation. `detsim.fs` must not import the simulator, so
+`enter` (called by the Simulation when a thread enters its run) installs its seam
 (`detsim.fs._seam`) and `leave` removes it. Nothing in this module imports the loop, so it is
 cheap to import from anywhere.
 """
 
 from __future__ import annotations
 
-import contextvars
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from detsim.fs import _seam as fs_seam
-from detsim.sim.errors import SimulationError
+from detsim.sim.kernel import runtime as kernel_runtime
+from detsim.sim.kernel.boot import BOOT, Boot
+from detsim.sim.kernel.errors import SimulationError
 
 if TYPE_CHECKING:
     from detsim.fs import Backend
-    from detsim.sim.node import Boot, Node
+    from detsim.sim.node import Node
     from detsim.sim.world import Simulation
 
-# The incarnation ("boot") of the node whose code is running. Unset: the loop's default boot.
-BOOT: contextvars.ContextVar[Boot] = contextvars.ContextVar("detsim_boot")
+__all__ = ["BOOT", "Boot", "active", "current_boot", "current_node", "enter", "leave"]
 
 
 class _ThreadState(threading.local):
-    """Per thread: the simulation running in it. Other threads of the process (a Dask worker's
-    event loop, a logging thread) are not in it and see the real world."""
+    """Per thread: detsim.fs's seam of the simulation running in it."""
 
-    sim: Simulation | None = None
     fs: _FsSeam | None = None
 
 
@@ -59,37 +60,35 @@ class _FsSeam:
 
 def active() -> Simulation | None:
     """The simulation running in the calling thread, or None outside one."""
-    return _thread.sim
+    loop = kernel_runtime.active()
+    if loop is None or loop.world is None:
+        return None
+    return cast("Simulation", loop.world)
 
 
 def enter(sim: Simulation) -> None:
-    if _thread.sim is not None:
-        raise SimulationError("a simulation is already running in this thread")
-    _thread.sim = sim
+    """The calling thread entered `sim`'s run (the kernel has made its loop active)."""
+    assert _thread.fs is None, "entering a simulation twice"
     _thread.fs = _FsSeam(sim)
     fs_seam.install(_thread.fs)
 
 
 def leave(sim: Simulation) -> None:
-    assert _thread.sim is sim, "leaving a simulation this thread is not in"
-    assert _thread.fs is not None
+    """The calling thread leaves `sim`'s run."""
+    assert _thread.fs is not None, "leaving a simulation this thread is not in"
     fs_seam.remove(_thread.fs)
-    _thread.sim = None
     _thread.fs = None
 
 
 def current_boot() -> Boot | None:
     """The boot the caller runs on (the supervisor's, for `main`), or None outside a simulation."""
-    sim = active()
-    if sim is None:
-        return None
-    return BOOT.get(sim.loop.default_boot)
+    return kernel_runtime.current_boot()
 
 
 def current_node() -> Node | None:
     """The node the caller runs on; None outside a simulation or on the supervisor."""
-    boot = current_boot()
-    return None if boot is None else boot.node
+    boot = kernel_runtime.current_boot()
+    return None if boot is None else cast("Node | None", boot.node)
 
 
 def require_node(what: str) -> Node:

@@ -1,11 +1,15 @@
 """`Simulation`: one world — nodes, network, disks and faults — derived from one seed.
 
 Owned here: the public simulator API of DESIGN.md (add_node, kill, crash, restart, pause,
-resume, set_clock, run, trace_hash, events) and the lifecycle of nodes. Scheduling lives in
-`loop`, links in `net`, disks in `disk`.
+resume, set_clock, run, trace_hash, events) and the lifecycle of nodes. Scheduling lives in the
+kernel's loop (`kernel/loop.py`), links in `net`, disks in `disk`. The Simulation is the world
+that plugs into the kernel (`kernel.interfaces.World`): its network is the loop's I/O, and a
+thread entering its run gets the world's seams (`runtime.enter`).
 
 Rules: a Simulation runs once (build a new one to run again: the same seed gives the same run);
-every fault is a trace event; misuse raises SimulationError saying what to do instead.
+every fault is a trace event; misuse raises SimulationError saying what to do instead; `run`
+reports every failure of a run (main's error, an init that failed, a simulator fault), never
+one in place of another: several at once are a `RunFailures` group.
 """
 
 from __future__ import annotations
@@ -15,17 +19,25 @@ import ipaddress
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from detsim.sim import entropy
+from detsim.sim import runtime
 from detsim.sim.config import DiskConfig, NetConfig
-from detsim.sim.errors import SimulationError
-from detsim.sim.loop import SimLoop
+from detsim.sim.kernel import entropy
+from detsim.sim.kernel.errors import (
+    InitFailed,
+    RunFailures,
+    SimulationError,
+    SimulatorFault,
+)
+from detsim.sim.kernel.loop import MAX_LIVE_BOOTS, SimLoop
+from detsim.sim.kernel.trace import DEFAULT_MAX_EVENTS, Trace, event_dict
 from detsim.sim.net import Network
 from detsim.sim.node import MAX_NODES, InitFn, Node
-from detsim.sim.trace import DEFAULT_MAX_EVENTS, Trace, event_dict
 
 T = TypeVar("T")
 MAX_NODE_NAME_CHARS = 64
 DEFAULT_TIME_LIMIT_S = 3600.0
+# Every node's boot, the supervisor's and the kernel's live in the loop at once.
+assert MAX_NODES + 2 <= MAX_LIVE_BOOTS
 
 
 class Simulation:
@@ -49,8 +61,9 @@ class Simulation:
         self.disk_config = disk or DiskConfig()
         self.buggify_enabled = buggify
         self.trace = Trace(max_events)
-        self.loop = SimLoop(self, seed, self.time_limit, self.trace)
+        self.loop = SimLoop(seed, self.time_limit, self.trace)
         self.net = Network(self, self.loop, net or NetConfig())
+        self.loop.plug(self)
         self.nodes: dict[str, Node] = {}
         self.nodes_by_index: list[Node] = []
         self.buggify_rng = self.loop.derived_random("buggify")
@@ -58,6 +71,7 @@ class Simulation:
         self.wall_seconds = 0.0
         self._ran = False
         self._init_failure: tuple[Node, BaseException] | None = None
+        self._init_failure_at = 0.0
 
     def __repr__(self) -> str:
         return f"<Simulation seed={self.seed} t={self.now:.6f}s nodes={len(self.nodes)}>"
@@ -91,6 +105,18 @@ class Simulation:
             "disk": self.disk_config.as_dict(),
             "nodes": [{"name": n.name, "ip": n.ip} for n in self.nodes_by_index],
         }
+
+    # --- the world, as the kernel sees it (kernel.interfaces.World) -------------------------
+
+    @property
+    def io(self) -> Network:
+        return self.net
+
+    def entered(self) -> None:
+        runtime.enter(self)
+
+    def left(self) -> None:
+        runtime.leave(self)
 
     # --- nodes -----------------------------------------------------------------------------
 
@@ -170,6 +196,7 @@ class Simulation:
         self.loop.record_for(node.name, "init_failed", exception=repr(exc))
         if self._init_failure is None:
             self._init_failure = (node, exc)
+            self._init_failure_at = self.loop.now
             self.loop.stop()
 
     def kill(self, node: Node | str) -> None:
@@ -240,35 +267,51 @@ class Simulation:
         started = entropy.real_monotonic()
         loop = self.loop
         task = loop.create_task(main, name="main", context=loop.supervisor_boot.context.copy())
+        error: BaseException | None = None
         try:
             result = loop.run_until_complete(task)
-        except RuntimeError as exc:
-            self._raise_failure()  # the loop was stopped by one
-            self._annotate(exc)
-            raise
         except BaseException as exc:
-            self._annotate(exc)
-            raise
-        else:
-            self._raise_failure()  # one that happened in main's last round
-            return result
+            error = exc
         finally:
             self.wall_seconds = entropy.real_monotonic() - started
             loop.teardown()
             loop.close()
+        if error is not None and not task.done() and type(error) is RuntimeError:
+            error = None  # "stopped before Future completed": a failure below stopped the loop
+        failures = self._failures()
+        if error is not None and (not failures or not isinstance(error, Exception)):
+            self._annotate(error)  # main's own error, a bound, or KeyboardInterrupt: as it is
+            raise error
+        if error is not None:
+            failures.insert(0, error)  # main's error first: it is what the caller awaited
+        if len(failures) == 1:
+            raise failures[0]
+        if failures:
+            raise RunFailures(
+                f"seed {self.seed}: {len(failures)} failures in one run, by t={self.now:.6f}s",
+                failures,
+            )
+        return result
 
-    def _raise_failure(self) -> None:
-        """Raise the failure that stops a run: the simulator's own, or a node's init."""
+    def _failures(self) -> list[Exception]:
+        """The failures that stop a run besides main's own: the simulator's, a node's init."""
+        found: list[Exception] = []
         fatal = self.loop.fatal
         if fatal is not None:
-            raise SimulationError(
+            fault = SimulatorFault(
                 f"seed {self.seed}: simulator failure at t={self.now:.6f}s: {fatal!r}"
-            ) from fatal
+            )
+            fault.__cause__ = fatal
+            found.append(fault)
         if self._init_failure is not None:
             node, cause = self._init_failure
-            raise SimulationError(
-                f"seed {self.seed}: init of node {node.name} raised {cause!r} at t={self.now:.6f}s"
-            ) from cause
+            failed = InitFailed(
+                f"seed {self.seed}: init of node {node.name} raised {cause!r} at "
+                f"t={self._init_failure_at:.6f}s"
+            )
+            failed.__cause__ = cause
+            found.append(failed)
+        return found
 
     def _annotate(self, exc: BaseException) -> None:
         if f"seed {self.seed}" not in str(exc):

@@ -17,6 +17,10 @@ The fault model, as seen by a packet from node A to node B at the moment it woul
   duplicated and, by jitter, reordered.
 
 Every draw comes from the network's own seeded stream; every fault change is a trace event.
+
+The network is the loop's I/O (`kernel.interfaces.IO`): the loop's create_connection,
+create_server, create_datagram_endpoint, sock_connect, getaddrinfo and getnameinfo, and the
+socket patches, all come here; TCP goes on to `tcp.TcpStack`, UDP to `udp.UdpStack`.
 """
 
 from __future__ import annotations
@@ -27,10 +31,11 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from detsim.sim.config import NetConfig, Range
-from detsim.sim.errors import SimulationError
+from detsim.sim.kernel.errors import SimulationError
 
 if TYPE_CHECKING:
-    from detsim.sim.loop import SimLoop
+    from detsim.sim.kernel.loop import SimLoop
+    from detsim.sim.net.sockets import SimSocket
     from detsim.sim.node import Node
     from detsim.sim.world import Simulation
 
@@ -209,6 +214,31 @@ class Network:
         ip, port = sockaddr[0], sockaddr[1]
         node = self._by_ip.get(ip)
         return (node.name if node else ip, str(port))
+
+    # --- the loop's I/O (kernel.interfaces.IO) ---------------------------------------------
+
+    async def create_connection(
+        self, protocol_factory: Any, host: Any, port: Any, **kwargs: Any
+    ) -> Any:
+        return await self.tcp.create_connection(protocol_factory, host, port, **kwargs)
+
+    async def create_server(
+        self, protocol_factory: Any, host: Any, port: Any, **kwargs: Any
+    ) -> Any:
+        return await self.tcp.create_server(protocol_factory, host, port, **kwargs)
+
+    async def create_datagram_endpoint(
+        self, protocol_factory: Any, local_addr: Any, remote_addr: Any, **kwargs: Any
+    ) -> Any:
+        return await self.udp.create_endpoint(protocol_factory, local_addr, remote_addr, **kwargs)
+
+    async def sock_connect(self, sock: Any, address: Any) -> None:
+        await self.tcp.sock_connect(sock, address)
+
+    def new_socket(self, *args: Any, **kwargs: Any) -> SimSocket:
+        from detsim.sim.net.sockets import SimSocket
+
+        return SimSocket(*args, **kwargs)
 
     # --- routing ---------------------------------------------------------------------------
 

@@ -15,7 +15,8 @@ import socket
 from typing import Any
 
 from detsim.sim import runtime
-from detsim.sim.errors import SimulationError
+from detsim.sim.kernel.errors import SimulationError
+from detsim.sim.kernel.interfaces import SimulatedSocket
 
 
 class SocketInfo:
@@ -54,7 +55,7 @@ class SocketInfo:
         return 0.0
 
 
-class SimSocket(SocketInfo):
+class SimSocket(SocketInfo, SimulatedSocket):
     """`socket.socket` inside a simulation: connectable only through the loop."""
 
     def __init__(

@@ -21,7 +21,7 @@ from detsim.sim.net.network import ANY_ADDRESSES
 from detsim.sim.net.sockets import SocketInfo
 
 if TYPE_CHECKING:
-    from detsim.sim.loop import SimLoop
+    from detsim.sim.kernel.loop import SimLoop
     from detsim.sim.net.network import Network
     from detsim.sim.node import Boot, Node
 

@@ -2,8 +2,9 @@
 
 Owned here: the process-wide patches that make unmodified code deterministic inside a
 simulation. Each patched function dispatches per call: in a thread that is running a
-simulation (`runtime.active()`), it answers from that simulation; in any other thread it is the
-real function. So a Dask worker's event loop, a logging thread or a second simulation in another
+simulation (`runtime.active()`), it answers from that simulation's loop (and, for names and
+sockets, from the world plugged into it: `loop.io`); in any other thread it is the real
+function. So a Dask worker's event loop, a logging thread or a second simulation in another
 thread are untouched by a simulation running beside them.
 
 - time: `time.time`, `time_ns`, `monotonic`, `monotonic_ns`, `perf_counter`, `perf_counter_ns`,
@@ -45,11 +46,13 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from detsim.sim import runtime
-from detsim.sim.errors import SimulationError
+from detsim.sim.kernel import runtime
+from detsim.sim.kernel.boot import BOOT
+from detsim.sim.kernel.errors import SimulationError
+from detsim.sim.kernel.interfaces import SimulatedSocket
 
 if TYPE_CHECKING:
-    from detsim.sim.loop import SimLoop
+    from detsim.sim.kernel.loop import SimLoop
 
 real_monotonic: Callable[[], float] = time.monotonic
 _REAL_DATETIME = _datetime.datetime
@@ -79,17 +82,15 @@ _REAL_EVENT_WAIT = threading.Event.wait
 _REAL_GETHOSTBYNAME = socket.gethostbyname
 
 
-def _loop() -> SimLoop | None:
-    sim = runtime.active()
-    return None if sim is None else sim.loop
+_loop = runtime.active  # the loop running in the calling thread, or None
 
 
 def _wall(loop: SimLoop) -> float:
-    return runtime.BOOT.get(loop.default_boot).node_clock.wall(loop.now)
+    return BOOT.get(loop.default_boot).node_clock.wall(loop.now)
 
 
 def _mono(loop: SimLoop) -> float:
-    return runtime.BOOT.get(loop.default_boot).node_clock.monotonic(loop.now)
+    return BOOT.get(loop.default_boot).node_clock.monotonic(loop.now)
 
 
 # --- time ---------------------------------------------------------------------------------
@@ -329,23 +330,20 @@ class _DefersToRealSocket(type):
 
 
 def _is_sim_socket(cls: type) -> bool:
-    from detsim.sim.net.sockets import SimSocket
-
-    return issubclass(cls, SimSocket)
+    return issubclass(cls, SimulatedSocket)
 
 
 class DispatchSocket(_REAL_SOCKET, metaclass=_DefersToRealSocket):
-    """`socket.socket` while patched: a real socket, or in a simulation's thread a SimSocket."""
+    """`socket.socket` while patched: a real socket, or in a simulation's thread the world's."""
 
     __slots__ = ()
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Any:
         # Around an existing descriptor (`socket.socketpair`, the self-pipe of an event loop
         # that a library creates and closes) the socket is the real one: it connects nowhere.
-        if _loop() is not None and _fileno_of(args, kwargs) is None:
-            from detsim.sim.net.sockets import SimSocket
-
-            return SimSocket(*args, **kwargs)
+        loop = _loop()
+        if loop is not None and _fileno_of(args, kwargs) is None:
+            return loop.io.new_socket(*args, **kwargs)
         return super().__new__(cls, *args, **kwargs)
 
 
@@ -357,18 +355,17 @@ def _fileno_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
 def sim_getaddrinfo(
     host: Any, port: Any, family: int = 0, type: int = 0, proto: int = 0, flags: int = 0
 ) -> list[tuple[Any, ...]]:
-    sim = runtime.active()
-    if sim is None:
+    loop = _loop()
+    if loop is None:
         return _REAL_GETADDRINFO(host, port, family, type, proto, flags)
-    return list(sim.net.getaddrinfo(host, port, family=family, type=type, proto=proto))
+    return list(loop.io.getaddrinfo(host, port, family=family, type=type, proto=proto))
 
 
 def sim_gethostbyname(host: str) -> str:
-    sim = runtime.active()
-    if sim is None:
+    loop = _loop()
+    if loop is None:
         return _REAL_GETHOSTBYNAME(host)
-    ip: str = sim.net.resolve(host)
-    return ip
+    return loop.io.resolve(host)
 
 
 # --- installing ---------------------------------------------------------------------------
