@@ -16,6 +16,7 @@ Reproduce one seed: DETSIM_RAFT_SEED=<n> pytest tests/raft/core/test_raft_random
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 from dataclasses import dataclass, field
@@ -215,10 +216,8 @@ def act_transfer(world: World) -> None:
         r = world.cluster.nodes[leader].core
         targets = [v for v in r.conf.voters if v != leader]
         if targets:
-            try:
+            with contextlib.suppress(RaftError):
                 r.transfer_leadership(world.rng.choice(targets))
-            except RaftError:
-                pass
 
 
 def act_compact(world: World) -> None:

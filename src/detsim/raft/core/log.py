@@ -185,10 +185,16 @@ class RaftLog:
         assert self.applied <= index <= self.committed, (self.applied, index, self.committed)
         self.applied = index
 
-    def stable_to(self, index: int, term: int) -> None:
-        """The driver made entries up to `index` durable (if the log still holds them)."""
-        if index >= self.unstable_from and self.match_term(index, term):
-            self.unstable_from = index + 1
+    def stable_to(self, written: Sequence[Entry]) -> None:
+        """The driver made `written` durable. Entries of it that the log no longer holds
+        (truncated meanwhile by a newer leader) do not count; by Log Matching, the last one
+        still held with the same term marks a durable prefix."""
+        for entry in reversed(written):
+            if entry.index < self.unstable_from:
+                return
+            if self.match_term(entry.index, entry.term):
+                self.unstable_from = entry.index + 1
+                return
 
     def restore(self, meta: SnapshotMeta) -> None:
         """Replace the whole log by a snapshot (a follower installing one)."""

@@ -69,12 +69,14 @@ class SnapshotStream:
 
     `sent_offset`: bytes sent so far; `acked_offset`: the offset the follower said it expects
     next. `stalled_ticks` counts ticks without progress (a stalled stream is resent from
-    `acked_offset`)."""
+    `acked_offset`). `rewound_at`: the offset of the last resend (-1: none), so that the many
+    identical answers a lost chunk draws cause one resend, not one each."""
 
     meta: SnapshotMeta
     sent_offset: int = 0
     acked_offset: int = 0
     stalled_ticks: int = 0
+    rewound_at: int = -1
 
 
 class Progress:

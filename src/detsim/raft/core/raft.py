@@ -112,6 +112,9 @@ class _IncomingSnapshot:
     expected_offset: int = 0
 
 
+#: Messages that only a candidate or a leader sends (hence at term >= 1).
+_REQUESTS = (AppendRequest, Heartbeat, SnapshotChunk, VoteRequest, TimeoutNow, ReadIndexRequest)
+
 #: Bootstrap entries are at term 1: a fresh cluster starts at term 1 with them committed.
 BOOTSTRAP_TERM = 1
 
@@ -438,6 +441,10 @@ class Raft:
     def _validate(self, m: Message) -> None:
         if m.to != self.id or not m.frm or m.frm == self.id or m.term < 0:
             raise RemoteProtocolError(f"bad addressing or term: {type(m).__name__} {m.frm}->{m.to}")
+        if m.term == 0 and isinstance(m, _REQUESTS):
+            # Only answers may carry term 0 (a fresh node's); every request comes from a node
+            # that has campaigned or leads, so at term >= 1.
+            raise RemoteProtocolError(f"{type(m).__name__} at term 0 from {m.frm}")
         if isinstance(m, AppendRequest):
             self._validate_append(m)
         elif isinstance(m, VoteRequest):
@@ -457,7 +464,7 @@ class Raft:
     def _validate_append(self, m: AppendRequest) -> None:
         if min(m.prev_index, m.prev_term, m.commit) < 0 or m.prev_term > m.term:
             raise RemoteProtocolError(f"bad append header from {m.frm}")
-        expected, term = m.prev_index + 1, m.prev_term
+        expected, term = m.prev_index + 1, max(m.prev_term, 1)
         for entry in m.entries:
             if entry.index != expected or not term <= entry.term <= m.term:
                 raise RemoteProtocolError(f"non-contiguous entries from {m.frm} at {expected}")
@@ -793,11 +800,15 @@ class Raft:
             stream.acked_offset = m.next_offset
             stream.sent_offset = max(stream.sent_offset, m.next_offset)
             stream.stalled_ticks = 0
-        else:
+        elif m.next_offset < stream.acked_offset or stream.rewound_at != m.next_offset:
             # The follower expects an offset we already sent (a chunk was lost) or an earlier
-            # one (it restarted): resend from there.
+            # one (it restarted): resend from there, once per offset. Every out-of-order chunk
+            # draws the same answer; resending the window for each would grow without bound.
             stream.acked_offset = m.next_offset
             stream.sent_offset = m.next_offset
+            stream.rewound_at = m.next_offset
+        else:
+            return
         self._pump_snapshot(m.frm, pr)
 
     # --- leader: sending -----------------------------------------------------------------
@@ -878,6 +889,7 @@ class Raft:
                 # No answer for an election timeout: the window was lost; resend it.
                 stream.stalled_ticks = 0
                 stream.sent_offset = stream.acked_offset
+                stream.rewound_at = stream.acked_offset
                 self._pump_snapshot(node_id, self._progress[node_id])
 
     # --- leader: log and commit ----------------------------------------------------------
@@ -1122,7 +1134,7 @@ class Raft:
         if rd.soft_state is not None:
             self._prev_soft = rd.soft_state
         if rd.entries:
-            self.log.stable_to(rd.entries[-1].index, rd.entries[-1].term)
+            self.log.stable_to(rd.entries)
         if rd.committed_entries:
             last = rd.committed_entries[-1].index
             # A snapshot installed meanwhile may have moved `applied` past these entries.
