@@ -1063,8 +1063,9 @@ class Raft:
             self._progress[node_id] = self._new_progress(node_id)
         if self.id not in self._progress:  # cannot happen (only voters campaign); be explicit
             self._progress[self.id] = self._new_progress(self.id)
-        for pr in self._progress.values():
-            pr.recent_active = True
+        # CheckQuorum counts only who answers from now on: a leader elected and cut off at
+        # once steps down after one election timeout.
+        self._progress[self.id].recent_active = True
         # The empty entry of our term: committing it commits everything before (§5.4.2), and
         # gates conf changes and reads.
         self._term_start_index = self.log.last_index() + 1
