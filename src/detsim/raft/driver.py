@@ -191,8 +191,9 @@ class _Transfer:
     future: asyncio.Future[None]
 
 
-# A queued request: run by the loop with the core; it settles its own future.
-_Request = Callable[[], None]
+# A queued request: run by the loop with the core; it settles its own future (kept beside it
+# so that a shutdown can fail the futures of requests the loop never took).
+_Request = tuple[Callable[[], None], asyncio.Future[Any]]
 
 
 def encode_address(address: Address) -> bytes:
@@ -356,6 +357,8 @@ class RaftNode:
         for t in self._transfers:
             yield t.future
         yield from self._snapshot_waiters
+        for _, future in self._requests:
+            yield future
 
     # =========================================================================================
     # Read-only state (tests, observers, status)
@@ -432,7 +435,7 @@ class RaftNode:
             assert index not in self._proposals, index
             self._proposals[index] = _Proposal(core.term, future)
 
-        self._submit(request)
+        self._submit(request, future)
         return await future
 
     async def read_index(self) -> None:
@@ -455,7 +458,7 @@ class RaftNode:
             deadline = self._ticks + self.config.read_timeout_ticks
             self._reads[request_id] = _Read(future, deadline)
 
-        self._submit(request)
+        self._submit(request, future)
         await future
 
     async def transfer_leadership(self, target: str) -> None:
@@ -474,14 +477,14 @@ class RaftNode:
             deadline = self._ticks + self.config.transfer_timeout_ticks
             self._transfers.append(_Transfer(target, deadline, future))
 
-        self._submit(request)
+        self._submit(request, future)
         await future
 
     async def snapshot_now(self) -> int:
         """Take a snapshot at the applied index now (and compact); its index."""
         self._check_running()
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._submit(lambda: self._snapshot_waiters.append(future))
+        self._submit(lambda: self._snapshot_waiters.append(future), future)
         return await future
 
     def _check_running(self) -> None:
@@ -494,10 +497,10 @@ class RaftNode:
         if self.core.role is not Role.LEADER:
             raise NotLeader(self.core.leader)
 
-    def _submit(self, request: _Request) -> None:
+    def _submit(self, request: Callable[[], None], future: asyncio.Future[Any]) -> None:
         if len(self._requests) >= MAX_QUEUED_REQUESTS:
             raise ProposalDropped(f"{MAX_QUEUED_REQUESTS} requests queued (bound)")
-        self._requests.append(request)
+        self._requests.append((request, future))
         self._wake.set()
 
     # =========================================================================================
@@ -557,7 +560,7 @@ class RaftNode:
             self._expire(self._ticks)
         requests = self._requests
         while requests:
-            requests.popleft()()
+            requests.popleft()[0]()
 
     async def _handle_ready(self, rd: Ready) -> None:
         core = self.core
