@@ -1,0 +1,256 @@
+"""The RESP server in the simulator: a 3-node cluster, each node's init is `serve(config)`,
+redis-py's asyncio client on client hosts, unchanged (no retries).
+
+What each test shows: every command of DESIGN answers as Redis would; a follower forwards a
+write and serves a linearizable read; NOLEADER when nothing could be proposed, TIMEOUT when the
+outcome is unknown; AUTH; RESP3 after HELLO 3; pipelining; bad input on the client port is
+answered and closed while the node keeps serving others. Every run ends with `finish()`:
+converged, Raft invariants and logs checked, equal RAFT.DIGEST, no internal error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+import redis.asyncio
+import redis.exceptions
+from kv_cluster import CLIENT_PORT, KVCluster
+
+import detsim
+from detsim import DiskConfig
+
+SEEDS = 2
+FSYNC = DiskConfig(fsync_latency=0.002)
+
+
+@pytest.mark.detsim(seeds=SEEDS, disk=FSYNC)
+async def test_every_command_on_the_leader_and_a_follower(sim: detsim.Simulation) -> None:
+    c = KVCluster(sim)
+    lead = await c.wait_leader()
+    follower = c.followers(lead)[0]
+
+    async def session(nid: str) -> dict[str, object]:
+        r = c.redis(nid)
+        out: dict[str, object] = {}
+        try:
+            out["ping"] = await r.ping()
+            out["echo"] = await r.echo("hi")
+            out["select"] = await r.execute_command("SELECT", 0)
+            out["set"] = await r.set(f"{nid}:k", "v1")
+            out["get"] = await r.get(f"{nid}:k")
+            out["set_nx"] = await r.set(f"{nid}:k", "v2", nx=True)
+            out["set_xx_get"] = await r.set(f"{nid}:k", "v3", xx=True, get=True)
+            out["append"] = await r.append(f"{nid}:k", "+")
+            out["incr"] = await r.execute_command("INCR", f"{nid}:n")
+            out["incrby"] = await r.incrby(f"{nid}:n", 41)
+            out["cas_ok"] = await r.execute_command("CAS", f"{nid}:k", "v3+", "w")
+            out["cas_no"] = await r.execute_command("CAS", f"{nid}:k", "nope", "x")
+            out["mset"] = await r.mset({f"{nid}:a": "1", f"{nid}:b": "2"})
+            out["mget"] = await r.mget(f"{nid}:a", f"{nid}:b", f"{nid}:zz")
+            out["exists"] = await r.exists(f"{nid}:a", f"{nid}:zz", f"{nid}:b")
+            out["del"] = await r.delete(f"{nid}:a", f"{nid}:zz")
+            out["getname"] = await r.client_getname()
+            out["client_id"] = isinstance(await r.client_id(), int)
+            out["info"] = (await r.info("raft"))["raft_role"]
+            out["status"] = json.loads(await r.execute_command("RAFT.STATUS"))
+            try:
+                await r.incr(f"{nid}:k")
+            except redis.exceptions.ResponseError as exc:
+                out["incr_err"] = str(exc)
+            return out
+        finally:
+            await r.aclose()
+
+    on_leader = await c.on_client(session(lead))
+    on_follower = await c.on_client(session(follower))
+    for nid, out in ((lead, on_leader), (follower, on_follower)):
+        assert out["ping"] is True and out["echo"] == b"hi" and out["select"] is True
+        assert out["set"] is True and out["get"] == b"v1"
+        assert out["set_nx"] is None  # NX on an existing key: null
+        assert out["set_xx_get"] == b"v1"  # GET: the old value
+        assert out["append"] == 3  # "v3+"
+        assert (out["incr"], out["incrby"]) == (1, 42)
+        assert (out["cas_ok"], out["cas_no"]) == (1, 0)
+        assert out["mset"] is True
+        assert out["mget"] == [b"1", b"2", None]
+        assert (out["exists"], out["del"]) == (2, 1)
+        assert out["getname"] is None and out["client_id"] is True
+        assert out["incr_err"] == "value is not an integer or out of range"
+        status = out["status"]
+        assert isinstance(status, dict)
+        assert set(status) == {
+            "id", "role", "term", "leader", "commit_index", "applied_index",
+            "last_log_index", "snapshot_index", "voters", "learners",
+        }  # fmt: skip
+        assert status["id"] == nid and status["leader"] == lead
+        assert status["voters"] == c.voters and status["learners"] == []
+    assert on_leader["info"] == "leader" and on_follower["info"] == "follower"
+    assert c.servers[follower].stats.forwarded >= 9  # the follower's writes went to the leader
+    assert c.servers[lead].stats.forwarded == 0
+    assert await c.command(lead, "DBSIZE") == 6  # n:k n:n n:b for each of the two
+    await c.finish()
+
+
+@pytest.mark.detsim(seeds=SEEDS, disk=FSYNC)
+async def test_a_follower_read_sees_the_write_just_acknowledged(sim: detsim.Simulation) -> None:
+    c = KVCluster(sim, clients=2)
+    lead = await c.wait_leader()
+    f1, f2 = c.followers(lead)
+
+    async def writes_then_reads() -> list[tuple[bytes | None, bytes | None]]:
+        w, r = c.redis(f1), c.redis(f2)
+        seen = []
+        try:
+            for i in range(20):
+                await w.set("x", f"v{i}")  # acknowledged (forwarded to the leader)
+                # Another follower, right after: ReadIndex makes it wait for the write.
+                seen.append((await r.get("x"), await w.get("x")))
+        finally:
+            await w.aclose()
+            await r.aclose()
+        return seen
+
+    seen = await c.on_client(writes_then_reads())
+    assert seen == [(f"v{i}".encode(), f"v{i}".encode()) for i in range(20)]
+    await c.finish()
+
+
+@pytest.mark.detsim(seeds=SEEDS, disk=FSYNC)
+async def test_pipeline_replies_in_order(sim: detsim.Simulation) -> None:
+    c = KVCluster(sim)
+    lead = await c.wait_leader()
+
+    async def pipelined(nid: str) -> list[object]:
+        r = c.redis(nid)
+        try:
+            pipe = r.pipeline(transaction=False)
+            for i in range(50):
+                pipe.incr("counter")
+                pipe.get("counter")
+                pipe.append("log", f"{i},")
+            pipe.execute_command("NOSUCH", "x")
+            pipe.ping()
+            return list(await pipe.execute(raise_on_error=False))
+        finally:
+            await r.aclose()
+
+    replies = await c.on_client(pipelined(c.followers(lead)[0]))
+    expected_log = ""
+    for i in range(50):
+        expected_log += f"{i},"
+        incr, get, append = replies[3 * i : 3 * i + 3]
+        assert (incr, get, append) == (i + 1, str(i + 1).encode(), len(expected_log))
+    unknown, pong = replies[-2:]
+    assert isinstance(unknown, redis.exceptions.ResponseError)
+    assert str(unknown) == "unknown command 'NOSUCH', with args beginning with: 'x' "
+    assert pong is True
+    assert await c.command(lead, "GET", "log") == expected_log.encode()
+    await c.finish()
+
+
+@pytest.mark.detsim(seeds=SEEDS, disk=FSYNC)
+async def test_resp3_after_hello_3(sim: detsim.Simulation) -> None:
+    c = KVCluster(sim)
+    lead = await c.wait_leader()
+
+    async def resp3() -> tuple[object, ...]:
+        r = c.redis(lead, protocol=3)
+        try:
+            await r.set("k", "v")
+            return (await r.get("k"), await r.get("missing"), await r.mget("k", "missing"))
+        finally:
+            await r.aclose()
+
+    assert await c.on_client(resp3()) == (b"v", None, [b"v", None])
+
+    async def raw() -> bytes:
+        reader, writer = await asyncio.open_connection(c.ips[lead], CLIENT_PORT)
+        writer.write(b"HELLO 3\r\nGET missing\r\nHELLO 2\r\nGET missing\r\n")
+        await writer.drain()
+        data = b""
+        while not data.endswith(b"$-1\r\n"):
+            chunk = await reader.read(4096)
+            assert chunk, data
+            data += chunk
+        writer.close()
+        return data
+
+    data = await c.on_client(raw())
+    assert data.startswith(b"%7\r\n$6\r\nserver\r\n$6\r\ndetsim\r\n")  # HELLO 3: a map
+    assert b"_\r\n*14\r\n" in data  # RESP3 null, then HELLO 2's reply as a flat array
+    assert data.endswith(b"$-1\r\n")
+    await c.finish()
+
+
+@pytest.mark.detsim(seeds=SEEDS, disk=FSYNC)
+async def test_auth_required(sim: detsim.Simulation) -> None:
+    c = KVCluster(sim, requirepass="s3cret")
+    lead = await c.wait_leader()
+    follower = c.followers(lead)[0]
+
+    refused = await c.command(lead, "GET", "k", password=None, protocol=2)
+    assert isinstance(refused, redis.exceptions.AuthenticationError)  # redis-py's NOAUTH
+    assert str(refused) == "Authentication required."
+
+    async def hello3_without_password() -> str:
+        r = c.redis(lead, password=None, protocol=3)
+        try:
+            await r.ping()
+        except redis.exceptions.AuthenticationError as exc:
+            return str(exc)
+        finally:
+            await r.aclose()
+        return "accepted"
+
+    assert (await c.on_client(hello3_without_password())).startswith(
+        "HELLO must be called with the client already authenticated"
+    )
+
+    async def wrong() -> str:
+        r = c.redis(lead, password="wrong")
+        try:
+            await r.ping()
+        except redis.exceptions.AuthenticationError as exc:
+            return str(exc)
+        finally:
+            await r.aclose()
+        return "accepted"
+
+    assert await c.on_client(wrong()) == "invalid username-password pair or user is disabled."
+    # With the password: a write through the follower (its proxy authenticates too).
+    assert await c.command(follower, "SET", "k", "v") is True
+    assert await c.command(lead, "GET", "k") == b"v"
+    # RESP3 with HELLO 3 AUTH (redis-py does this for protocol=3).
+    assert await c.command(follower, "GET", "k", protocol=3) == b"v"
+    await c.finish()
+
+
+@pytest.mark.detsim(seeds=SEEDS, disk=FSYNC)
+async def test_noleader_and_timeout_under_partitions(sim: detsim.Simulation) -> None:
+    c = KVCluster(sim, request_timeout_s=3.0)
+    lead = await c.wait_leader()
+    f1, f2 = c.followers(lead)
+    assert await c.command(lead, "SET", "k", "v0") is True
+
+    # The leader cut off from its followers still believes it leads for a while (until
+    # CheckQuorum): a write is appended but cannot commit: outcome unknown -> TIMEOUT.
+    sim.net.partition([lead, "c1"], [f1, f2])
+    reply = await c.command(lead, "SET", "k", "lost?")
+    assert isinstance(reply, redis.exceptions.ResponseError), reply
+    assert str(reply).startswith("TIMEOUT"), reply
+    # Once the old leader stepped down (CheckQuorum) and knows no leader: NOLEADER at once.
+    await c.until(lambda: c.rafts[lead].core.role_name != "leader", 10.0, "step down")
+    await c.until(lambda: c.rafts[lead].core.leader is None, 10.0, "no leader known")
+    reply = await c.command(lead, "SET", "k", "v1")
+    assert isinstance(reply, redis.exceptions.ResponseError) and str(reply).startswith(
+        "NOLEADER"
+    ), reply
+    reply = await c.command(lead, "GET", "k")
+    assert isinstance(reply, redis.exceptions.ResponseError) and str(reply).startswith(
+        "NOLEADER"
+    ), reply
+    sim.net.heal()
+    await c.wait_leader()
+    await c.finish()
