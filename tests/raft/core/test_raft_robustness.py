@@ -245,10 +245,8 @@ def test_truncation_while_a_ready_is_out_keeps_the_durable_prefix() -> None:
     assert [(e.index, e.term) for e in r.ready().entries] == [(7, 3)]
 
 
-def test_a_lost_snapshot_chunk_costs_one_resend_not_a_storm() -> None:
-    """Losing the first chunk made every later chunk draw an answer that resent the whole
-    window: the chunks in flight grew exponentially, to the outbox bound (regression). Now
-    each offset is resent once, so the total stays near the number of chunks."""
+def _lagging_follower() -> tuple[Cluster, SnapshotMeta]:
+    """Node 3 missed 20 entries that node 1 compacted away: it needs a 4-byte-chunk snapshot."""
     c = cluster(3, snapshot_chunk_bytes=4, max_snapshot_chunks_in_flight=4)
     c.partition([["1", "2"], ["3"]])
     for k in range(20):
@@ -259,22 +257,82 @@ def test_a_lost_snapshot_chunk_costs_one_resend_not_a_storm() -> None:
     c.heal()
     c.tick("1")
     c.stabilize(["1", "2"])
-    needed = -(-meta.size_bytes // 4)
+    return c, meta
+
+
+def _stream(c: Cluster, fault: Any) -> int:
+    """Run the stream to its end with `fault(cluster)` applied each round; chunks sent."""
     sent = 0
-    lost = False
     for _ in range(200):
         moved = c.process_ready("1") | c.process_ready("2") | c.process_ready("3")
-        if not lost:
-            lost = c.drop(lambda m: isinstance(m, SnapshotChunk) and m.offset == 0) > 0
+        fault(c)
         sent += sum(1 for m in c.queue if isinstance(m, SnapshotChunk))
         for node_id in ("1", "2", "3"):
             moved |= c.deliver(node_id) > 0
         if not moved:
             break
-    assert lost
+    return sent
+
+
+def test_a_lost_snapshot_chunk_costs_one_resend_not_a_storm() -> None:
+    """Losing the first chunk made every later chunk draw an answer that resent the whole
+    window: the chunks in flight grew exponentially, to the outbox bound (regression). Now
+    each offset is resent once, so the total stays near the number of chunks."""
+    c, meta = _lagging_follower()
+    lost: list[int] = []
+
+    def lose_first_chunk(cl: Cluster) -> None:
+        if not lost:
+            n = cl.drop(lambda m: isinstance(m, SnapshotChunk) and m.offset == 0)
+            lost.extend([n] if n else [])
+
+    sent = _stream(c, lose_first_chunk)
+    assert lost == [1]
     assert c.nodes["3"].core.snapshot_meta == meta
     assert c.nodes["3"].storage.sm == c.nodes["1"].storage.sm
-    assert sent <= needed + 2 * 4, (sent, needed)
+    assert sent <= -(-meta.size_bytes // 4) + 2 * 4, sent
+
+
+def test_a_duplicated_chunk_answer_is_not_taken_for_a_restart() -> None:
+    """A duplicated answer arriving after later ones (next < acked) was taken for a follower
+    restart: each rewind's resent chunks drew stale answers that rewound again, sending the
+    rest of the stream twice (regression; found by review). Only an answer of 0 means a
+    restart; other old answers are ignored."""
+    c, meta = _lagging_follower()
+    duplicated: list[Message] = []
+
+    def duplicate_first_answer(cl: Cluster) -> None:
+        answers = [m for m in cl.queue if isinstance(m, SnapshotChunkResponse)]
+        if answers and not duplicated:
+            duplicated.append(answers[0])
+            cl.queue.append(answers[0])
+
+    sent = _stream(c, duplicate_first_answer)
+    assert duplicated
+    assert c.nodes["3"].core.snapshot_meta == meta
+    assert sent <= -(-meta.size_bytes // 4) + 2 * 4, sent
+
+
+def test_a_follower_restarted_mid_stream_gets_the_snapshot_from_offset_zero() -> None:
+    """A follower that restarts mid-stream lost its place (in memory only): it answers 0 and
+    the leader starts over, so the snapshot still arrives whole."""
+    c, meta = _lagging_follower()
+    restarted: list[bool] = []
+
+    def restart_follower(cl: Cluster) -> None:
+        s = cl.nodes["3"].storage
+        if not restarted and s.staging_meta is not None and len(s.staging) >= 8:
+            restarted.append(True)
+            cl.crash("3")
+            cl.restart("3")
+
+    _stream(c, restart_follower)
+    for _ in range(30):  # a restarted node needs heartbeats (ticks) to hear from the leader
+        c.tick("1")
+        c.stabilize()
+    assert restarted
+    assert c.nodes["3"].core.snapshot_meta == meta
+    assert c.nodes["3"].storage.sm == c.nodes["1"].storage.sm
 
 
 def test_config_refuses_chunks_past_the_frame_bound() -> None:

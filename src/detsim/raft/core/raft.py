@@ -800,15 +800,18 @@ class Raft:
             stream.acked_offset = m.next_offset
             stream.sent_offset = max(stream.sent_offset, m.next_offset)
             stream.stalled_ticks = 0
-        elif m.next_offset < stream.acked_offset or stream.rewound_at != m.next_offset:
-            # The follower expects an offset we already sent (a chunk was lost) or an earlier
-            # one (it restarted): resend from there, once per offset. Every out-of-order chunk
-            # draws the same answer; resending the window for each would grow without bound.
-            stream.acked_offset = m.next_offset
+        elif m.next_offset == stream.acked_offset and stream.rewound_at != m.next_offset:
+            # The follower still expects an offset we sent: a chunk was lost. Resend from
+            # there, once per offset: every later chunk draws this same answer, and resending
+            # the window for each would snowball.
             stream.sent_offset = m.next_offset
             stream.rewound_at = m.next_offset
+        elif m.next_offset == 0 < stream.acked_offset:
+            # A follower expects 0 below what it acknowledged only after a restart (its
+            # in-memory stream is gone): start over.
+            stream.acked_offset = stream.sent_offset = stream.rewound_at = 0
         else:
-            return
+            return  # a duplicated or reordered answer, older than what we know
         self._pump_snapshot(m.frm, pr)
 
     # --- leader: sending -----------------------------------------------------------------
