@@ -121,6 +121,7 @@ class KVCluster:
         requirepass: str | None = None,
         request_timeout_s: float = 5.0,
         snapshot_threshold: int = 10_000,
+        max_client_connections: int = 10_000,
     ) -> None:
         self.sim = sim
         self.voters = [f"n{k + 1}" for k in range(n)]
@@ -130,6 +131,7 @@ class KVCluster:
         self.requirepass = requirepass
         self.request_timeout_s = request_timeout_s
         self.snapshot_threshold = snapshot_threshold
+        self.max_client_connections = max_client_connections
         self.checker = RaftInvariants()
         self.rafts: dict[str, RaftNode] = {}
         self.servers: dict[str, KVServer] = {}
@@ -153,6 +155,7 @@ class KVCluster:
             peer_client_addrs={p: (self.ips[p], CLIENT_PORT) for p in self.ids if p != nid},
             request_timeout_s=self.request_timeout_s,
             snapshot_threshold_entries=self.snapshot_threshold,
+            max_client_connections=self.max_client_connections,
             observer=_Observer(self, nid, boot),
         )
 

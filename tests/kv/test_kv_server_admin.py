@@ -1,0 +1,57 @@
+"""RAFT.* admin commands through redis-py in the simulator: a joining node added as a learner,
+promoted, leadership transferred, a node removed, a snapshot taken, and the digests equal.
+Membership commands sent to a follower are forwarded to the leader like writes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from kv_cluster import RAFT_PORT, KVCluster
+
+import detsim
+from detsim import DiskConfig
+
+FSYNC = DiskConfig(fsync_latency=0.002)
+
+
+async def status(c: KVCluster, nid: str) -> dict[str, object]:
+    reply = await c.command(nid, "RAFT.STATUS")
+    assert isinstance(reply, bytes), reply
+    parsed = json.loads(reply)
+    assert isinstance(parsed, dict)
+    return parsed
+
+
+@pytest.mark.detsim(seeds=2, disk=FSYNC)
+async def test_membership_transfer_and_snapshot(sim: detsim.Simulation) -> None:
+    c = KVCluster(sim, spares=1, snapshot_threshold=50)
+    lead = await c.wait_leader()
+    follower = c.followers(lead)[0]
+    for i in range(20):
+        assert await c.command(follower, "SET", f"k{i}", f"v{i}") is True
+    joining = await status(c, "n4")
+    assert joining["voters"] == [] and joining["leader"] is None  # empty, waiting
+
+    # Through a follower: forwarded to the leader.
+    assert await c.command(follower, "RAFT.ADDLEARNER", "n4", f"{c.ips['n4']}:{RAFT_PORT}") == b"OK"
+    await c.until(lambda: c.rafts["n4"].core.applied >= c.rafts[lead].core.commit, 20.0, "catch up")
+    s4 = await status(c, "n4")
+    assert s4["role"] == "learner" and s4["learners"] == ["n4"]
+    assert await c.command("n4", "GET", "k7") == b"v7"  # a learner serves linearizable reads
+    assert await c.command("n4", "SET", "from-learner", "1") is True  # and forwards writes
+
+    assert await c.command(lead, "RAFT.PROMOTE", "n4") == b"OK"
+    assert (await status(c, lead))["voters"] == ["n1", "n2", "n3", "n4"]
+
+    assert await c.command(follower, "RAFT.TRANSFER", "n4") == b"OK"
+    await c.until(lambda: c.leader() == "n4", 10.0, "n4 leads")
+    assert (await status(c, lead))["leader"] == "n4"
+
+    assert await c.command(lead, "RAFT.REMOVE", lead) == b"OK"  # the old leader removes itself
+    await c.until(lambda: lead not in c.rafts["n4"].core.conf.voters, 10.0, "removed")
+    snap = await c.command("n4", "RAFT.SNAPSHOT")
+    assert isinstance(snap, int) and snap >= 24
+    assert (await status(c, "n4"))["snapshot_index"] == snap
+    sim.kill(lead)  # removed: stop it, then compare the rest
+    await c.finish()
