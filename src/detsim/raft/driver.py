@@ -590,8 +590,9 @@ class RaftNode:
             storage.append(rd.entries)
         if rd.hard_state is not None:
             storage.hard_state = rd.hard_state
-        await storage.sync()
-        self.stats.syncs += 1
+        if rd.hard_state is not None or rd.entries or rd.snapshot_chunks:
+            await storage.sync()  # (a snapshot install made itself durable)
+            self.stats.syncs += 1
         if rd.hard_state is not None:
             self._persisted = rd.hard_state
         if rd.entries:
