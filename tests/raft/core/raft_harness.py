@@ -267,7 +267,7 @@ class Cluster:
             assert s.staging_meta == chunk.meta and len(s.staging) == chunk.offset
             s.staging += chunk.data
             self.log(
-                f"  SnapshotChunk: snap={chunk.meta.index}/{chunk.meta.term} "
+                f"  SnapshotChunk: snap={chunk.meta.term}/{chunk.meta.index} "
                 f"offset={chunk.offset} len={len(chunk.data)}{' last' if chunk.last else ''}"
             )
         if rd.snapshot is not None:

@@ -929,8 +929,17 @@ class Raft:
             for requester, request_id in waiting:
                 self._leader_read(requester, request_id)
         if self.id not in self.conf.voters and self.log.committed >= self._last_conf_index():
-            # Our own removal is committed: step down (thesis §4.2.2).
-            self._become_follower(self.term, None)
+            self._step_down_removed()
+
+    def _step_down_removed(self) -> None:
+        """Our own removal is committed: step down (thesis §4.2.2). First tell the followers
+        the commit (so they apply the removal), and hand leadership to the most up-to-date
+        voter with TimeoutNow, so the cluster does not wait out an election timeout."""
+        self._broadcast_append()
+        best = max(self.conf.voters, key=lambda v: (self._progress[v].match, v))
+        if self._progress[best].match == self.log.last_index():
+            self._send(TimeoutNow(self.id, best, self.term))
+        self._become_follower(self.term, None)
 
     def _last_conf_index(self) -> int:
         return self._conf_changes[-1][0] if self._conf_changes else self._conf_base[0]
