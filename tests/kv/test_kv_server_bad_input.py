@@ -143,6 +143,51 @@ async def test_command_errors_keep_the_connection(sim: detsim.Simulation) -> Non
 
 
 @pytest.mark.detsim(seeds=SEEDS, disk=FSYNC)
+async def test_nothing_but_auth_before_auth(sim: detsim.Simulation) -> None:
+    c = KVCluster(sim, requirepass="pw")
+    lead = await c.wait_leader()
+    requests = (
+        b"PING\r\n"
+        b"SET k v\r\n"
+        b"NOSUCH\r\n"  # unknown command and arity are checked before auth, as Redis does
+        b"GET\r\n"
+        b"HELLO\r\n"
+        b"AUTH nope\r\n"
+        b"AUTH someone pw\r\n"
+        b"AUTH pw\r\n"
+        b"SET k v\r\n"
+        b"AUTH nope\r\n"  # a failed AUTH does not log an authenticated session out
+        b"GET k\r\n"
+        b"QUIT\r\n"
+    )
+    out, closed = await c.on_client(exchange(c.ips[lead], requests))
+    assert closed
+    hello = (
+        b"-NOAUTH HELLO must be called with the client already authenticated, otherwise the "
+        b"HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and "
+        b"select the RESP protocol version at the same time"
+    )
+    wrongpass = b"-WRONGPASS invalid username-password pair or user is disabled."
+    assert out.split(b"\r\n") == [
+        b"-NOAUTH Authentication required.",
+        b"-NOAUTH Authentication required.",
+        b"-ERR unknown command 'NOSUCH', with args beginning with: ",
+        b"-ERR wrong number of arguments for 'get' command",
+        hello,
+        wrongpass,
+        wrongpass,
+        b"+OK",
+        b"+OK",
+        wrongpass,
+        b"$1",
+        b"v",
+        b"+OK",
+        b"",
+    ]
+    await c.finish()
+
+
+@pytest.mark.detsim(seeds=SEEDS, disk=FSYNC)
 async def test_connections_past_the_limit_are_refused(sim: detsim.Simulation) -> None:
     c = KVCluster(sim, max_client_connections=3)
     lead = await c.wait_leader()

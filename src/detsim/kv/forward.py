@@ -112,7 +112,6 @@ class _Upstream:
     def __init__(self, address: Address, setup: Sequence[Sequence[bytes]]) -> None:
         self.address = address
         self._setup = setup
-        self.lock = asyncio.Lock()  # FIFO: requests are sent in the order they were forwarded
         self.pending: deque[asyncio.Future[Reply]] = deque()
         self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task[None] | None = None
@@ -196,23 +195,19 @@ class LeaderForwarder:
         setup.append([b"CLIENT", b"SETNAME", FORWARDED_CLIENT_PREFIX + node_id.encode()])
         self._setup = setup
         self._upstreams: dict[str, _Upstream] = {}  # leader id -> connection, insertion order
+        self._connect_lock = asyncio.Lock()
         self.forwarded = 0
 
     async def forward(self, leader_id: str, address: Address, args: Sequence[bytes]) -> Reply:
         """The leader's reply to `args`, or NOLEADER (not sent) / TIMEOUT (sent, no reply)."""
-        upstream = await self._upstream(leader_id, address)
-        if len(upstream.pending) >= MAX_FORWARD_PENDING:
-            return no_leader(f"{MAX_FORWARD_PENDING} requests already forwarded to {leader_id}")
         try:
             async with asyncio.timeout(self.timeout_s):
-                async with upstream.lock:
-                    if not upstream.connected:
-                        if upstream.dead:
-                            upstream = await self._replace(leader_id, address)
-                        await upstream.connect()
-                    future = upstream.send(args)
+                upstream = await self._connected(leader_id, address)
         except (OSError, TimeoutError) as exc:
             return no_leader(f"leader {leader_id} unreachable ({type(exc).__name__})")
+        if len(upstream.pending) >= MAX_FORWARD_PENDING:
+            return no_leader(f"{MAX_FORWARD_PENDING} requests already forwarded to {leader_id}")
+        future = upstream.send(args)  # no await between the check and the send
         self.forwarded += 1
         try:
             async with asyncio.timeout(self.timeout_s):
@@ -223,11 +218,18 @@ class LeaderForwarder:
         except ConnectionError as exc:
             return timed_out(str(exc))
 
-    async def _upstream(self, leader_id: str, address: Address) -> _Upstream:
+    async def _connected(self, leader_id: str, address: Address) -> _Upstream:
+        """The open connection to `leader_id`, made if needed. Connecting is serialized (one
+        lock, FIFO), so requests that waited for it are sent in the order they came."""
         upstream = self._upstreams.get(leader_id)
-        if upstream is None or upstream.address != address:
-            return await self._replace(leader_id, address)
-        return upstream
+        if upstream is not None and upstream.address == address and upstream.connected:
+            return upstream
+        async with self._connect_lock:
+            upstream = self._upstreams.get(leader_id)
+            if upstream is None or upstream.address != address or not upstream.connected:
+                upstream = await self._replace(leader_id, address)
+                await upstream.connect()
+            return upstream
 
     async def _replace(self, leader_id: str, address: Address) -> _Upstream:
         old = self._upstreams.pop(leader_id, None)

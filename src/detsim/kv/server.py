@@ -329,7 +329,7 @@ class KVServer:
             known = spec is not None and _arity_ok(spec.arity, len(args))
             if known and name not in _NO_AUTH_COMMANDS:
                 return ERR_NOAUTH  # Redis checks the name and arity first, then auth
-            if isinstance(parsed, Hello) and parsed.auth is None and parsed.protocol is not None:
+            if isinstance(parsed, Hello) and parsed.auth is None:
                 return ERR_NOAUTH_HELLO
         return parsed if isinstance(parsed, ErrorReply) else None
 
@@ -474,8 +474,7 @@ class KVServer:
         if user_ok and hmac.compare_digest(password, required):
             session.authenticated = True
             return OK
-        session.authenticated = False  # as Redis: a failed AUTH does not keep an older login
-        return ERR_WRONGPASS
+        return ERR_WRONGPASS  # as Redis: a session already authenticated stays so
 
     def _hello(self, session: Session, command: Hello) -> Reply:
         if command.auth is not None:
