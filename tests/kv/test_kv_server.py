@@ -151,6 +151,31 @@ async def test_pipeline_replies_in_order(sim: detsim.Simulation) -> None:
 
 
 @pytest.mark.detsim(seeds=SEEDS, disk=FSYNC)
+async def test_pipelined_writes_share_fsyncs(sim: detsim.Simulation) -> None:
+    """Writes of one read burst are proposed together: far fewer Raft syncs than writes."""
+    c = KVCluster(sim)
+    lead = await c.wait_leader()
+    writes = 200
+
+    async def pipelined() -> list[object]:
+        r = c.redis(lead)
+        try:
+            await r.ping()  # connected before the count starts
+            pipe = r.pipeline(transaction=False)
+            for i in range(writes):
+                pipe.set(f"k{i % 10}", i)
+            return list(await pipe.execute())
+        finally:
+            await r.aclose()
+
+    syncs_before = c.rafts[lead].stats.syncs
+    assert await c.on_client(pipelined()) == [True] * writes
+    syncs = c.rafts[lead].stats.syncs - syncs_before
+    assert syncs < writes // 4, syncs  # one per write without batching
+    await c.finish()
+
+
+@pytest.mark.detsim(seeds=SEEDS, disk=FSYNC)
 async def test_resp3_after_hello_3(sim: detsim.Simulation) -> None:
     c = KVCluster(sim)
     lead = await c.wait_leader()
