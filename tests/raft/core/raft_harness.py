@@ -304,12 +304,12 @@ class Cluster:
             if self.on_apply is not None:
                 self.on_apply(node.id, entry)
         for rs in rd.read_states:
-            self.log(f"  ReadState: {rs.request_id.decode()} index={rs.index}")
+            self.log(f"  ReadState: {rs.request_id.decode(errors='replace')} index={rs.index}")
             self.read_results.setdefault(node.id, []).append((rs.request_id, rs.index))
             if self.on_read is not None:
                 self.on_read(node.id, rs.request_id, rs.index)
         for rid in rd.dropped_reads:
-            self.log(f"  DroppedRead: {rid.decode()}")
+            self.log(f"  DroppedRead: {rid.decode(errors='replace')}")
             self.dropped_reads.setdefault(node.id, []).append(rid)
         for m in rd.messages:
             self.log(f"  {fmt_msg(m)}")
@@ -482,7 +482,9 @@ def fmt_msg(m: Message) -> str:
         return f"{head} ReadIndex term={m.term} req={m.context.decode(errors='replace')}"
     if isinstance(m, ReadIndexResponse):
         result = "rejected" if m.reject else f"index={m.index}"
-        return f"{head} ReadIndexResp term={m.term} req={m.context.decode()} {result}"
+        return (
+            f"{head} ReadIndexResp term={m.term} req={m.context.decode(errors='replace')} {result}"
+        )
     raise AssertionError(f"unknown message {m!r}")
 
 
