@@ -61,6 +61,9 @@ FSYNC_PROBE_COUNT: Final = 200
 # Child: one Raft node, commands as JSON lines on stdin, answers on stdout
 
 
+_FSYNCS: Final = [0]  # os.fsync calls in this process (every thread)
+
+
 def _percentile(sorted_values: Sequence[float], fraction: float) -> float:
     """Nearest-rank percentile of an already sorted list."""
     if not sorted_values:
@@ -133,6 +136,7 @@ async def _load(node: Any, timers: Timers, request: dict[str, Any]) -> dict[str,
         "leader_shares": shares,
         "driver": delta,
         "entries_per_sync": delta["entries_applied"] / max(1, delta["syncs"]),
+        "entries_per_fsync": len(latencies_s) / max(1.0, shares["fsyncs"] * elapsed_s),
     }
     if profiler is not None:
         path = str(request["profile"])
@@ -184,13 +188,15 @@ class Timers:
             "ready_s": self.ready_s,
             "sync_s": self.sync_s,
             "burst_s": self.burst_s,
+            "fsyncs": float(_FSYNCS[0]),
         }
 
 
 def time_shares(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
     """Per wall second between two `Timers.snapshot()`s: CPU, Ready, fsync wait, burst."""
     wall = after["wall_s"] - before["wall_s"]
-    return {k: (after[k] - before[k]) / wall for k in ("cpu_s", "ready_s", "sync_s", "burst_s")}
+    keys = ("cpu_s", "ready_s", "sync_s", "burst_s", "fsyncs")
+    return {k: (after[k] - before[k]) / wall for k in keys}
 
 
 def _driver_stats(node: Any) -> dict[str, int]:
@@ -208,8 +214,16 @@ def _driver_stats(node: Any) -> dict[str, int]:
 async def _child_main(args: argparse.Namespace) -> None:
     from detsim.raft import MemoryKV, RaftNode, RaftNodeConfig
 
-    if args.no_fsync:
-        os.fsync = lambda fd: None  # diagnostic only: what fsync costs (see the header)
+    real_fsync = os.fsync
+
+    def counted_fsync(fd: Any) -> None:
+        _FSYNCS[0] += 1  # under the GIL; approximate is fine for a rate
+        if not args.no_fsync:  # --no-fsync: diagnostic only, what fsync costs
+            real_fsync(fd)
+
+    os.fsync = counted_fsync  # every os.fsync of detsim.fs (looked up at call time)
+    for lever in args.lever:
+        LEVERS[lever]()
     ports = [int(p) for p in args.ports.split(",")]
     addresses = {nid: (HOST, port) for nid, port in zip(NODE_IDS, ports, strict=True)}
     me = args.child
@@ -239,6 +253,49 @@ async def _child_main(args: argparse.Namespace) -> None:
                 break
             else:
                 reply({"error": f"unknown command {cmd!r}"})
+
+
+def _lever_inline_fsync() -> None:
+    """fsync on the event loop's thread (blocking it) instead of a worker thread: what the
+    `asyncio.to_thread` hand-off costs per sync (wake a thread, GIL, self-pipe back)."""
+    from detsim.fs._real import RealFile
+
+    async def fsync_inline(self: RealFile) -> None:
+        self.fsync()
+
+    RealFile.fsync_async = fsync_inline  # type: ignore[method-assign]
+
+
+def _lever_commit_without_fsync() -> None:
+    """A sync that only moves the commit index writes it but does not fsync (etcd's MustSync:
+    the commit index may be recovered from the quorum); the next sync with entries or a
+    term/vote change makes it durable. Saves the leader's second fsync per batch."""
+    from detsim.raft.storage._log import SegmentedLog
+
+    sync = SegmentedLog.sync
+
+    async def sync_must(self: SegmentedLog) -> None:
+        pending, state = self._pending, self._state
+        if (
+            pending is not None
+            and pending != state
+            and not self._dirty
+            and (pending.term, pending.vote) == (state.term, state.vote)
+        ):
+            self._pending = None
+            self._write_state(self._segments[-1], pending)  # dirty: fsynced by the next sync
+            return
+        await sync(self)
+
+    SegmentedLog.sync = sync_must  # type: ignore[method-assign]
+
+
+#: Diagnostic patches of the children (`--lever NAME`): what a change would buy, measured
+#: before anyone makes it. Never the headline figures.
+LEVERS: Final = {
+    "inline-fsync": _lever_inline_fsync,
+    "commit-without-fsync": _lever_commit_without_fsync,
+}
 
 
 def child(args: argparse.Namespace) -> None:
@@ -312,6 +369,8 @@ async def start_cluster(root: str, args: argparse.Namespace, max_s: float) -> li
         log_path = os.path.join(root, f"{nid}.log")
         argv = [__file__, "--child", nid, "--ports", ports, "--data-dir", data_dir]
         argv += ["--max-seconds", str(max_s)] + (["--no-fsync"] if args.no_fsync else [])
+        for lever in args.lever:
+            argv += ["--lever", lever]
         with open(log_path, "wb") as log:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -417,7 +476,7 @@ def _row(r: dict[str, Any]) -> str:
     return (
         f"run {r['run']} c={r['concurrency']:>4}: {r['entries_per_s']:8.0f} entries/s  "
         f"p50 {r['p50_ms']:7.2f} ms  p99 {r['p99_ms']:7.2f} ms  "
-        f"entries/fsync {r['entries_per_sync']:5.1f}  leader: CPU {lead['cpu_s']:.2f} "
+        f"entries/fsync {r['entries_per_fsync']:5.1f}  leader: CPU {lead['cpu_s']:.2f} "
         f"Ready {lead['ready_s']:.2f} fsync {lead['sync_s']:.2f} burst {lead['burst_s']:.2f}  "
         f"followers: CPU {fol['cpu_s']:.2f} fsync {fol['sync_s']:.2f}{errors}"
     )
@@ -464,7 +523,9 @@ async def parent(args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps({"machine": machine(), "runs": results, "medians": summary}))
         return
-    print(f"medians of {args.runs} runs{' (fsync OFF: diagnostic)' if args.no_fsync else ''}:")
+    diagnostic = ["fsync OFF"] * args.no_fsync + [f"lever {lever}" for lever in args.lever]
+    note = f" (diagnostic: {', '.join(diagnostic)})" if diagnostic else ""
+    print(f"medians of {args.runs} runs{note}:")
     print("| in flight | " + " | ".join(h for h, _, _ in SUMMARY_COLUMNS) + " |")
     print("|---" * (len(SUMMARY_COLUMNS) + 1) + "|")
     for row in summary:
@@ -484,13 +545,15 @@ SUMMARY_COLUMNS: Final = (
     ("entries/s", ("entries_per_s",), "{:.0f}"),
     ("p50 ms", ("p50_ms",), "{:.2f}"),
     ("p99 ms", ("p99_ms",), "{:.2f}"),
-    ("entries/fsync", ("entries_per_sync",), "{:.1f}"),
+    ("entries/fsync", ("entries_per_fsync",), "{:.1f}"),
+    ("leader fsyncs/s", ("leader_shares", "fsyncs"), "{:.0f}"),
     ("leader CPU", ("leader_shares", "cpu_s"), "{:.2f}"),
     ("leader in Ready", ("leader_shares", "ready_s"), "{:.2f}"),
     ("leader fsync wait", ("leader_shares", "sync_s"), "{:.2f}"),
     ("leader burst", ("leader_shares", "burst_s"), "{:.2f}"),
     ("follower CPU", ("follower_shares", "cpu_s"), "{:.2f}"),
     ("follower fsync wait", ("follower_shares", "sync_s"), "{:.2f}"),
+    ("follower fsyncs/s", ("follower_shares", "fsyncs"), "{:.0f}"),
 )
 
 
@@ -523,6 +586,9 @@ def main() -> None:
     parser.add_argument("--no-fsync", action="store_true", help="diagnostic: os.fsync no-op")
     parser.add_argument("--py-spy", help="path of a py-spy binary: sample the profiled leader")
     parser.add_argument("--py-spy-out", default="/tmp/bench_raft_pyspy.txt", help="raw output")
+    parser.add_argument(
+        "--lever", action="append", default=[], choices=sorted(LEVERS), help="diagnostic patch"
+    )
     parser.add_argument("--json", action="store_true")
     # Child mode (internal).
     parser.add_argument("--child", help=argparse.SUPPRESS)
