@@ -32,7 +32,8 @@ Replies for what did not succeed (DESIGN):
 
 Bad input never crashes the node: a protocol error (garbage, a declared length over the
 bounds) is answered with Redis's `ERR Protocol error: ...` and the connection is closed; so is a
-half-sent request at EOF, or one left incomplete for PARTIAL_REQUEST_TIMEOUT_S. Past
+half-sent request at EOF, or one left incomplete for PARTIAL_REQUEST_TIMEOUT_S; a client
+that does not read its replies for REPLY_DRAIN_TIMEOUT_S is disconnected. Past
 MAX_CLIENT_CONNECTIONS a new connection gets `-ERR max number of clients reached` and is
 closed. An unexpected exception while serving a connection closes that connection only,
 counted in `stats.internal_errors` and logged (tests assert it stays 0).
@@ -110,8 +111,11 @@ MAX_PIPELINE_REQUESTS: Final = 1024
 READ_CHUNK_BYTES: Final = 64 * 1024
 #: A request started and not finished for this long is answered with an error and closed.
 PARTIAL_REQUEST_TIMEOUT_S: Final = 30.0
-#: How long the refusal of a connection past the limit may take to write.
-REFUSAL_WRITE_TIMEOUT_S: Final = 1.0
+#: A client that does not read its replies for this long is disconnected (it holds a slot and
+#: its replies' memory; Redis's client-output-buffer-limit plays this part).
+REPLY_DRAIN_TIMEOUT_S: Final = 60.0
+#: How long the last words to a closing connection (a refusal, an error) may take to write.
+CLOSE_FLUSH_TIMEOUT_S: Final = 1.0
 
 ERR_NOAUTH: Final = ErrorReply("NOAUTH Authentication required.")
 ERR_WRONGPASS: Final = ErrorReply("WRONGPASS invalid username-password pair or user is disabled.")
@@ -138,6 +142,7 @@ class ServerStats:
     protocol_errors: int = 0  # answered and closed
     requests: int = 0
     forwarded: int = 0
+    slow_clients_closed: int = 0  # replies not drained in REPLY_DRAIN_TIMEOUT_S
     internal_errors: int = 0  # a bug: a connection closed by an unexpected exception
 
 
@@ -265,7 +270,12 @@ class KVServer:
                 continue
             replies = await self._run(session, batch)
             writer.write(b"".join(replies))
-            await writer.drain()
+            try:
+                async with asyncio.timeout(REPLY_DRAIN_TIMEOUT_S):
+                    await writer.drain()
+            except TimeoutError:
+                self.stats.slow_clients_closed += 1
+                break
         await _flush_and_close(writer)
 
     async def _read(self, parser: RequestParser, reader: asyncio.StreamReader) -> bytes | None:
@@ -686,14 +696,12 @@ def _take_requests(parser: RequestParser) -> list[list[bytes] | ProtocolFailure]
 
 
 async def _flush_and_close(writer: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(ConnectionError, OSError):
-        await writer.drain()
+    with contextlib.suppress(ConnectionError, OSError, TimeoutError):
+        async with asyncio.timeout(CLOSE_FLUSH_TIMEOUT_S):
+            await writer.drain()
     writer.close()
 
 
 async def _refuse(writer: asyncio.StreamWriter) -> None:
     writer.write(ERR_MAX_CLIENTS)
-    with contextlib.suppress(ConnectionError, OSError, TimeoutError):
-        async with asyncio.timeout(REFUSAL_WRITE_TIMEOUT_S):
-            await writer.drain()
-    writer.close()
+    await _flush_and_close(writer)
