@@ -84,6 +84,8 @@ _SCHEMA: Final = (
 )
 _META_NAMES: Final = ("schema_version", "applied_index", "applied_term", "used_bytes", "key_count")
 
+_SQLITE_HEADER_BYTES: Final = 100  # the database file header: no valid image is shorter
+
 _DIGEST_PERSON: Final = b"detsim-kv-v1"  # BLAKE2b personalization: digests of this format only
 
 
@@ -385,8 +387,12 @@ class KVStateMachine:
     def restore_image(self, image: bytes, expected_index: int | None = None) -> None:
         """Replace the whole state by `image` (a `snapshot_image`), after checking it; on a
         bad image raise SnapshotError and keep the current state."""
-        if len(image) > self.max_image_bytes:
-            raise SnapshotError(f"snapshot image of {len(image)} bytes > {self.max_image_bytes}")
+        if not _SQLITE_HEADER_BYTES <= len(image) <= self.max_image_bytes:
+            # (SQLite's deserialize of an empty buffer even raises MemoryError.)
+            raise SnapshotError(
+                f"snapshot image of {len(image)} bytes: not in "
+                f"[{_SQLITE_HEADER_BYTES}, {self.max_image_bytes}]"
+            )
         scratch = sqlite3.connect(":memory:", isolation_level=None)
         fresh = self._connect()
         try:
