@@ -48,6 +48,8 @@ class _Observer(RaftObserver):
 
     def persisted(self, node: RaftNode, ready: Ready) -> None:
         self.cluster.checker.observe(self.cluster.view(node, self.boot))
+        for hook in self.cluster.on_persisted:
+            hook(self.node_id, node, ready)
 
     def applied(self, node: RaftNode, entry: Entry, result: Any) -> None:
         self.cluster.checker.applied(
@@ -90,6 +92,8 @@ class LabCluster:
         self.boots: dict[str, int] = {}
         self.errors: list[BaseException] = []
         self.acked: list[tuple[int, int, bytes]] = []
+        #: Called (node id, node, ready) after each persisted Ready, on the node's loop.
+        self.on_persisted: list[Callable[[str, RaftNode, Ready], None]] = []
         for k, nid in enumerate(self.ids):
             self.nodes[nid] = sim.add_node(nid, ip=ip_of(k), init=self._init_for(nid))
 

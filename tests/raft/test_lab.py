@@ -19,7 +19,8 @@ from lab_cluster import LabCluster
 
 import detsim
 from detsim import DiskConfig, NetConfig
-from detsim.raft import NotLeader, OutcomeUnknown, RaftError, encode_command
+from detsim.raft import NotLeader, OutcomeUnknown, RaftError, RaftNode, encode_command
+from detsim.raft.core.ready import Ready
 
 SEEDS = 3
 FSYNC = DiskConfig(fsync_latency=0.002)
@@ -535,3 +536,34 @@ def _build_churn(sim: detsim.Simulation) -> Any:
 
 def test_the_same_seed_gives_the_same_trace() -> None:
     detsim.check_determinism(_build_churn, 5)
+
+
+@pytest.mark.detsim(seeds=SEEDS, disk=FSYNC, net=NetConfig(stream_timeout=3.0))
+async def test_a_snapshot_of_our_own_waits_for_an_incoming_one(sim: detsim.Simulation) -> None:
+    # Tiny chunks make the install take many round trips; meanwhile the laggard is asked for
+    # a snapshot of its own. Its storage stages both in one place: taking ours mid-stream
+    # would destroy the staged chunks (the driver defers ours until the install is done).
+    c = LabCluster(sim, 3, snapshot_threshold=30, raft={"snapshot_chunk_bytes": 16})
+    lead = await c.wait_leader()
+    behind = next(n for n in c.ids if n != lead)
+    for k in range(10):
+        await c.propose(lead, cmd(k))
+    await c.until(lambda: c.applied(behind) == c.applied(lead), 5.0, "the follower applies")
+    c.isolate(behind)
+    for k in range(80):
+        await c.propose_until_ok(cmd(k, "w"), among=[n for n in c.ids if n != behind])
+    await settle(c, 4.0)
+    asked: list[asyncio.Future[int]] = []
+
+    def ask_mid_stream(nid: str, node: RaftNode, ready: Ready) -> None:
+        if nid == behind and ready.snapshot_chunks and ready.snapshot is None and not asked:
+            asked.append(asyncio.ensure_future(node.snapshot_now()))  # on the node's loop
+
+    c.on_persisted.append(ask_mid_stream)
+    sim.net.heal()
+    await c.until(lambda: bool(asked) and asked[0].done(), 20.0, "our own snapshot")
+    index = asked[0].result()
+    assert c.raft(behind).stats.snapshots_installed >= 1
+    assert index >= c.raft(behind).core.snapshot_meta.index > 30
+    await c.converge()
+    c.finish()

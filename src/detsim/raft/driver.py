@@ -243,6 +243,7 @@ class RaftNode:
         self._snapshot_waiters: list[asyncio.Future[int]] = []
         self._read_ids = itertools.count()
         self._read_prefix = b""
+        self._receiving: SnapshotMeta | None = None  # an incoming snapshot being staged
         self._lead: tuple[Role, int] | None = None  # (role, term) when proposals were checked
         self._running = False
         self._stopped = False
@@ -536,7 +537,7 @@ class RaftNode:
             while core.has_ready():
                 await self._handle_ready(core.ready())
                 self._burst()  # what arrived meanwhile joins the next Ready (group commit)
-            if self._snapshot_waiters or self._snapshot_due():
+            if (self._snapshot_waiters or self._snapshot_due()) and not self._receiving_snapshot():
                 await self._take_snapshot()
                 self._wake.set()  # compaction may restart snapshot streams: another turn
 
@@ -584,7 +585,10 @@ class RaftNode:
         assert storage is not None
         for chunk in rd.snapshot_chunks:
             storage.write_snapshot_chunk(chunk.meta, chunk.offset, chunk.data)
+        if rd.snapshot_chunks:
+            self._receiving = rd.snapshot_chunks[-1].meta
         if rd.snapshot is not None:
+            self._receiving = None
             await storage.install_snapshot(rd.snapshot)
         if rd.entries:
             storage.append(rd.entries)
@@ -705,6 +709,15 @@ class RaftNode:
 
     # =========================================================================================
     # Snapshots
+
+    def _receiving_snapshot(self) -> bool:
+        """Is an incoming snapshot being staged? Storage stages ours in the same place, so
+        ours waits. The core takes no more chunks of a stream once it has committed past the
+        stream's index (nor after the install, or when another stream starts at offset 0)."""
+        receiving = self._receiving
+        if receiving is not None and self.core.commit >= receiving.index:
+            self._receiving = receiving = None
+        return receiving is not None
 
     def _snapshot_due(self) -> bool:
         core = self.core
