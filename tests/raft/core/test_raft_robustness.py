@@ -23,6 +23,7 @@ from detsim.raft.core import (
     AppendResponse,
     ConfChange,
     ConfChangeOp,
+    ConfChangeRejected,
     ConfState,
     Entry,
     EntryKind,
@@ -313,6 +314,27 @@ def test_a_duplicated_chunk_answer_is_not_taken_for_a_restart() -> None:
     assert sent <= -(-meta.size_bytes // 4) + 2 * 4, sent
 
 
+def test_an_adjacent_duplicated_chunk_answer_costs_nothing() -> None:
+    """A duplicate delivered right behind the original answer (next == acked) was taken for
+    a lost chunk: each resend drew duplicate answers that rewound again, sending the rest of
+    the stream twice (regression; found by review). Lost chunks are now reported as such
+    (`gap`), and plain answers only acknowledge."""
+    c, meta = _lagging_follower()
+    duplicated: list[Message] = []
+
+    def duplicate_first_answer_in_place(cl: Cluster) -> None:
+        for k, m in enumerate(cl.queue):
+            if isinstance(m, SnapshotChunkResponse) and not duplicated:
+                duplicated.append(m)
+                cl.queue.insert(k + 1, m)
+                return
+
+    sent = _stream(c, duplicate_first_answer_in_place)
+    assert duplicated
+    assert c.nodes["3"].core.snapshot_meta == meta
+    assert sent == -(-meta.size_bytes // 4), sent  # not one chunk more
+
+
 def test_a_follower_restarted_mid_stream_gets_the_snapshot_from_offset_zero() -> None:
     """A follower that restarts mid-stream lost its place (in memory only): it answers 0 and
     the leader starts over, so the snapshot still arrives whole."""
@@ -340,3 +362,20 @@ def test_config_refuses_chunks_past_the_frame_bound() -> None:
         RaftConfig("1", snapshot_chunk_bytes=MAX_MESSAGE_BYTES).validate()
     with pytest.raises(ValueError, match="election_ticks"):
         RaftConfig("1", election_ticks=1, heartbeat_ticks=1).validate()
+
+
+def test_a_learner_far_behind_is_not_promoted() -> None:
+    """Thesis §4.2.1: a new server catches up as a non-voting member before it counts in
+    majorities; promoting one far behind would stall commits until it caught up."""
+    c = cluster(3, promote_max_lag_entries=5)
+    leader = c.nodes["1"].core
+    c.add_node("4", make_config("4"), None)
+    leader.propose_conf_change(ConfChange(ConfChangeOp.ADD_LEARNER, "4"))
+    c.stabilize(["1", "2", "3"])  # node 4 hears nothing: it stays at index 0
+    for k in range(10):
+        leader.propose(b"v%d" % k)
+    c.stabilize(["1", "2", "3"])
+    with pytest.raises(ConfChangeRejected, match="behind"):
+        leader.propose_conf_change(ConfChange(ConfChangeOp.PROMOTE, "4"))
+    c.stabilize()  # now it catches up
+    assert leader.propose_conf_change(ConfChange(ConfChangeOp.PROMOTE, "4")) > 0

@@ -42,6 +42,9 @@ class RaftConfig:
     #: A leader refuses proposals past this many bytes / entries appended but not committed.
     max_uncommitted_bytes: int = 64 * 1024 * 1024
     max_uncommitted_entries: int = 10_000
+    #: A learner is promoted only if its log is at most this many entries behind the
+    #: commit index (thesis §4.2.1: catch up first, so a promotion never stalls commits).
+    promote_max_lag_entries: int = 1000
     #: ReadIndex requests waiting at the leader (for a heartbeat round or a commit in its term).
     max_pending_reads: int = 4096
     #: Committed entries handed out in one Ready (bytes; at least one entry).

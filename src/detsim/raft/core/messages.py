@@ -254,13 +254,16 @@ class SnapshotChunk:
 @dataclass(frozen=True, slots=True)
 class SnapshotChunkResponse:
     """Flow control for InstallSnapshot: the follower expects `next_offset` of the snapshot at
-    `snapshot_index` next (so the leader resumes there). Completion is an AppendResponse."""
+    `snapshot_index` next. `gap` marks the answer to a chunk past that offset (one was lost,
+    or the follower restarted and expects 0): the leader resends from `next_offset`. Plain
+    answers only acknowledge. Completion is an AppendResponse."""
 
     frm: str
     to: str
     term: int
     snapshot_index: int
     next_offset: int
+    gap: bool = False
 
 
 @dataclass(frozen=True, slots=True)

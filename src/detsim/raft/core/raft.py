@@ -349,13 +349,25 @@ class Raft:
         conf, node = self.conf, change.node_id
         if change.op is ConfChangeOp.ADD_LEARNER and node in conf.members():
             raise ConfChangeRejected(f"{node} is already a member")
-        if change.op is ConfChangeOp.PROMOTE and node not in conf.learners:
-            raise ConfChangeRejected(f"{node} is not a learner")
+        if change.op is ConfChangeOp.PROMOTE:
+            if node not in conf.learners:
+                raise ConfChangeRejected(f"{node} is not a learner")
+            self._check_caught_up(node)
         if change.op is ConfChangeOp.REMOVE:
             if node not in conf.members():
                 raise ConfChangeRejected(f"{node} is not a member")
             if conf.voters == (node,):
                 raise ConfChangeRejected(f"{node} is the last voter")
+
+    def _check_caught_up(self, learner: str) -> None:
+        """Thesis §4.2.1: a learner becomes a voter only once caught up, else the new
+        majority may need a node that cannot acknowledge anything yet (or is down)."""
+        pr = self._progress[learner]
+        behind = self.log.committed - pr.match
+        if behind > self.config.promote_max_lag_entries:
+            raise ConfChangeRejected(f"{learner} is {behind} entries behind the commit index")
+        if self.config.check_quorum and not pr.recent_active:
+            raise ConfChangeRejected(f"{learner} has not answered in this election timeout")
 
     def _check_can_propose(self, size_bytes: int) -> None:
         if self.role is not Role.LEADER:
@@ -615,13 +627,17 @@ class Raft:
             if m.offset != 0 or self._pending_snapshot is not None:
                 # Only offset 0 starts a stream; and a completed snapshot waiting for the
                 # next Ready must not share the staging file with a new one.
-                self._send(SnapshotChunkResponse(self.id, m.frm, self.term, meta.index, 0))
+                self._send(
+                    SnapshotChunkResponse(self.id, m.frm, self.term, meta.index, 0, gap=True)
+                )
                 return
             incoming = self._incoming = _IncomingSnapshot(meta)
         if m.offset != incoming.expected_offset:
+            # Past what we expect: a chunk was lost (gap). Before it: a resent chunk we hold.
+            gap = m.offset > incoming.expected_offset
             self._send(
                 SnapshotChunkResponse(
-                    self.id, m.frm, self.term, meta.index, incoming.expected_offset
+                    self.id, m.frm, self.term, meta.index, incoming.expected_offset, gap=gap
                 )
             )
             return
@@ -732,6 +748,8 @@ class Raft:
             pr.recent_active = True
             self._handle_heartbeat_response(m, pr)
         elif isinstance(m, SnapshotChunkResponse):
+            if pr.stream is not None and m.next_offset > pr.stream.meta.size_bytes:
+                raise RemoteProtocolError(f"snapshot offset past its size from {m.frm}")
             pr.recent_active = True
             self._handle_chunk_response(m, pr)
 
@@ -793,25 +811,22 @@ class Raft:
         stream = pr.stream
         if stream is None or m.snapshot_index != stream.meta.index:
             return  # about a stream we no longer run
-        if m.next_offset > stream.meta.size_bytes:
-            raise RemoteProtocolError(f"snapshot offset past its size from {m.frm}")
-        if m.next_offset > stream.acked_offset:
-            # Progress (possibly past what we resent after a stall: the follower kept it).
+        if not m.gap:
+            if m.next_offset <= stream.acked_offset:
+                return  # duplicated or reordered: older than what we know
             stream.acked_offset = m.next_offset
             stream.sent_offset = max(stream.sent_offset, m.next_offset)
             stream.stalled_ticks = 0
-        elif m.next_offset == stream.acked_offset and stream.rewound_at != m.next_offset:
-            # The follower still expects an offset we sent: a chunk was lost. Resend from
-            # there, once per offset: every later chunk draws this same answer, and resending
-            # the window for each would snowball.
-            stream.sent_offset = m.next_offset
-            stream.rewound_at = m.next_offset
         elif m.next_offset == 0 < stream.acked_offset:
-            # A follower expects 0 below what it acknowledged only after a restart (its
-            # in-memory stream is gone): start over.
+            # Below what it acknowledged: the follower restarted (its stream is in memory).
             stream.acked_offset = stream.sent_offset = stream.rewound_at = 0
+        elif m.next_offset >= stream.acked_offset and stream.rewound_at != m.next_offset:
+            # A chunk was lost: resend from the offset the follower expects, once. Every chunk
+            # behind the lost one draws this same answer; resending for each would snowball.
+            stream.acked_offset = stream.sent_offset = stream.rewound_at = m.next_offset
+            stream.stalled_ticks = 0
         else:
-            return  # a duplicated or reordered answer, older than what we know
+            return
         self._pump_snapshot(m.frm, pr)
 
     # --- leader: sending -----------------------------------------------------------------
