@@ -578,6 +578,11 @@ class RaftNode:
             self._fail_read(request_id, ReadIndexDropped("the leader dropped the read"))
         self._answer_reads()
         core.advance(rd)
+        # The core's applied index is the state machine's (one per entry, or a snapshot's).
+        assert core.applied == self.state_machine.applied_index(), (
+            core.applied,
+            self.state_machine.applied_index(),
+        )
         self._check_leadership(rd)
 
     async def _persist(self, rd: Ready) -> None:
