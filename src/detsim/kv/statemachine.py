@@ -209,6 +209,11 @@ class KVStateMachine:
                     results.append(self._apply_entry(entry))
                 self._applied_index = entries[-1].index
                 self._applied_term = entries[-1].term
+                # Every key costs at least its overhead: a counter gone wrong shows here.
+                assert 0 <= self._key_count * ROW_OVERHEAD_BYTES <= self._used_bytes, (
+                    self._key_count,
+                    self._used_bytes,
+                )
                 self._store_meta()
         except sqlite3.Error as exc:
             self._load_meta()  # the counters of the rolled-back batch are void
@@ -260,21 +265,25 @@ class KVStateMachine:
     def _has_room(self, growth_bytes: int) -> bool:
         return growth_bytes <= 0 or self._used_bytes + growth_bytes <= self.max_data_bytes
 
-    def _growth(self, key: bytes, old: bytes | None, new: bytes) -> int:
-        return _row_bytes(key, new) - (0 if old is None else _row_bytes(key, old))
-
-    def _write(self, key: bytes, old: bytes | None, new: bytes) -> None:
-        """Store `new` under `key` (whose value is `old`); the caller checked the room."""
-        self._conn.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", (key, new))
-        self._used_bytes += self._growth(key, old, new)
+    @staticmethod
+    def _growth(key: bytes, old: bytes | None, new: bytes) -> int:
+        """How much `used_bytes` grows when `key` goes from `old` to `new`."""
         if old is None:
-            self._key_count += 1
+            return len(key) + len(new) + ROW_OVERHEAD_BYTES
+        return len(new) - len(old)
+
+    def _write(self, key: bytes, new: bytes, new_key: bool, growth_bytes: int) -> None:
+        """Store `new` under `key`; the caller computed the growth and checked the room."""
+        self._conn.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", (key, new))
+        self._used_bytes += growth_bytes
+        self._key_count += new_key
 
     def _put(self, key: bytes, old: bytes | None, new: bytes) -> ErrorReply | None:
         """`_write` if it fits; the OOM error otherwise."""
-        if not self._has_room(self._growth(key, old, new)):
+        growth = self._growth(key, old, new)
+        if growth > 0 and self._used_bytes + growth > self.max_data_bytes:
             return _oom(self.max_data_bytes)
-        self._write(key, old, new)
+        self._write(key, new, old is None, growth)
         return None
 
     def _set(self, command: Set) -> Reply:
@@ -322,11 +331,11 @@ class KVStateMachine:
         for key, value in pairs:
             final[key] = value
         olds = {key: self._lookup(key) for key in final}
-        growth = sum(self._growth(key, olds[key], value) for key, value in final.items())
-        if not self._has_room(growth):
+        growths = {key: self._growth(key, olds[key], value) for key, value in final.items()}
+        if not self._has_room(sum(growths.values())):
             return _oom(self.max_data_bytes)
         for key, value in final.items():  # insertion order: deterministic
-            self._write(key, olds[key], value)
+            self._write(key, value, olds[key] is None, growths[key])
         return OK
 
     def _cas(self, key: bytes, expected: bytes, new: bytes) -> Reply:
