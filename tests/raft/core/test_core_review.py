@@ -600,17 +600,12 @@ def test_a_late_duplicated_chunk_answer_is_ignored() -> None:
     assert chunks <= needed + 2 * 4, (chunks, needed)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a duplicated SnapshotChunkResponse delivered right behind the original "
-    "(next_offset == acked_offset) is taken for a lost chunk; the rewind resends the window, "
-    "whose duplicate chunks draw answers equal to the new acked offset, which rewind again: "
-    "every later chunk is sent twice (129 chunks for 65)",
-)
 def test_an_adjacent_duplicated_chunk_answer_does_not_double_the_rest_of_the_stream() -> None:
-    """The network may duplicate a message (the simulator does; the copy usually arrives
-    right behind the original). One duplicated answer may cost one window of resent chunks,
-    not a second copy of the whole rest of the stream."""
+    """Regression (found by this review, fixed in f5ab840 with SnapshotChunkResponse.gap): the
+    network may duplicate a message (the simulator does; the copy usually arrives right
+    behind the original). A duplicated answer (next_offset == acked) was taken for a lost
+    chunk; the rewind's duplicate chunks drew answers that rewound again, and every later
+    chunk was sent twice (129 chunks for 65). One duplicate may cost one window, no more."""
     chunks, needed = _run_with_duplicated_answer(adjacent=True)
     assert chunks <= needed + 2 * 4, (chunks, needed)
 
@@ -806,25 +801,35 @@ def test_a_learner_never_campaigns() -> None:
     assert c.nodes["3"].core.term == c.nodes["1"].core.term
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (availability): PROMOTE is accepted for a learner that has not caught up or "
-    "is down; raft.py's header says learners catch up first so a promotion never stalls "
-    "commits, but nothing enforces it: 1 voter + a down learner, promoted, can never commit "
-    "again (the leader even steps down by CheckQuorum and cannot be re-elected)",
-)
-def test_promoting_a_learner_that_has_not_caught_up_is_refused() -> None:
-    """Thesis §4.2.1: new servers join as non-voting members until "caught up"; etcd's server
-    refuses to promote a learner that is not ready (isLearnerReady). A promotion that makes
-    the majority depend on a node that cannot answer must not be accepted."""
-    c = cluster(2, learners=("2",))
+def test_promoting_a_learner_that_is_down_or_behind_is_refused() -> None:
+    """Regression (found by this review, fixed in f5ab840): thesis §4.2.1, new servers stay
+    non-voting until caught up; etcd's server refuses to promote a learner that is not ready.
+    PROMOTE used to be accepted for any learner: with 1 voter and a down learner, promoted,
+    the cluster could never commit again (the leader stepped down by CheckQuorum and could
+    not be re-elected). A learner silent for a CheckQuorum round, or too far behind, is
+    refused (one that dies within the current round cannot be told apart from a live one)."""
+    c = cluster(2, learners=("2",), election_ticks=10)
     c.crash("2")
     leader = c.nodes["1"].core
+    for _ in range(10):  # one CheckQuorum round without an answer from the learner
+        c.tick("1")
+        c.stabilize(["1"])
     with pytest.raises(ConfChangeRejected):
         leader.propose_conf_change(ConfChange(ConfChangeOp.PROMOTE, "2"))
     leader.propose(b"still available")
     c.stabilize(["1"])
     assert leader.commit == leader.last_index
+
+    c = cluster(2, learners=("2",), promote_max_lag_entries=5)
+    c.partition([["1"], ["2"]])
+    propose_n(c, "1", 10)
+    c.stabilize(["1"])
+    with pytest.raises(ConfChangeRejected):
+        c.nodes["1"].core.propose_conf_change(ConfChange(ConfChangeOp.PROMOTE, "2"))
+    c.heal()
+    c.tick("1")
+    c.stabilize()
+    c.nodes["1"].core.propose_conf_change(ConfChange(ConfChangeOp.PROMOTE, "2"))
 
 
 # =============================================================================================
@@ -1184,14 +1189,10 @@ def _leader_streaming_to_3() -> tuple[Cluster, Raft]:
     return c, leader
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (minor): a SnapshotChunkResponse whose offset passes the snapshot's size "
-    "raises RemoteProtocolError only after marking the sender recent_active (CheckQuorum); "
-    "errors.py promises the state is untouched",
-)
 def test_a_bad_snapshot_chunk_answer_leaves_the_leader_untouched() -> None:
-    """errors.py: "`step` raises it *before* touching any state"."""
+    """Regression (found by this review, fixed in f5ab840): errors.py says "`step` raises it
+    *before* touching any state", but a SnapshotChunkResponse past the snapshot's size marked
+    its sender recent_active (CheckQuorum) before the RemoteProtocolError."""
     _cluster, leader = _leader_streaming_to_3()
     pr = leader.progress()["3"]
     assert pr.stream is not None
@@ -1351,8 +1352,6 @@ def test_fuzz_step_never_asserts_and_refusals_change_nothing(data: st.DataObject
         try:
             r.step(m)
         except RemoteProtocolError:
-            if isinstance(m, SnapshotChunkResponse):
-                continue  # the recent_active bug above: recorded by its own xfail test
             assert _status(r) == before, m
             continue
         assert r.term >= term_before
