@@ -44,7 +44,7 @@ from detsim.kv.commands import (
     parse_command,
     parse_int64,
 )
-from detsim.kv.limits import MAX_VALUE_BYTES
+from detsim.kv.limits import MAX_VALUE_BYTES, MAX_WRITE_PAYLOAD_BYTES
 
 
 def argv(line: str) -> list[bytes]:
@@ -213,7 +213,24 @@ def test_values_over_the_bound_are_refused() -> None:
         with pytest.raises(CommandError) as caught:
             parse_command(args)
         assert caught.value.reply.message.startswith("ERR string exceeds maximum allowed size")
-    assert parse_command([b"SET", b"k", big[:-1]]) == Set(b"k", big[:-1])
+    assert parse_command([b"ECHO", big[:-1]]) == Echo(big[:-1])  # not a write: no entry bound
+
+
+def test_writes_that_could_not_fit_one_raft_entry_are_refused() -> None:
+    # A bigger entry could not be stored in one log record nor sent in one frame: the leader
+    # would stop. The bound follows the Raft bounds (limits.MAX_WRITE_PAYLOAD_BYTES).
+    fits = b"v" * (MAX_WRITE_PAYLOAD_BYTES - 64)
+    command = parse_command([b"SET", b"k", fits])
+    assert len(encode_write(command)) <= MAX_WRITE_PAYLOAD_BYTES  # type: ignore[arg-type]
+    half = b"v" * (MAX_WRITE_PAYLOAD_BYTES // 2)
+    for args in (
+        [b"SET", b"k", fits + b"v" * 64],
+        [b"MSET", b"a", half, b"b", half],
+        [b"CAS", b"k", half, half],
+        [b"APPEND", b"k", fits + b"v" * 64],
+    ):
+        with pytest.raises(CommandError, match="limit of one replicated entry"):
+            parse_command(args)
 
 
 @pytest.mark.parametrize(

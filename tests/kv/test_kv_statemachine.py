@@ -150,7 +150,9 @@ def test_values_and_keys_are_binary_safe() -> None:
 def test_append_past_the_value_bound_is_refused_and_changes_nothing() -> None:
     runner = Runner()
     big = b"x" * MAX_VALUE_BYTES
-    assert runner.write([b"SET", b"k", big]) == OK
+    half = MAX_VALUE_BYTES // 2  # (one write carries less than a whole maximal value)
+    assert runner.write([b"APPEND", b"k", big[:half]]) == half
+    assert runner.write([b"APPEND", b"k", big[half:]]) == MAX_VALUE_BYTES
     assert runner.write([b"APPEND", b"k", b"y"]) == ErrorReply(
         "ERR string exceeds maximum allowed size (proto-max-bulk-len)"
     )

@@ -29,7 +29,7 @@ from typing import ClassVar, Final, TypeAlias
 
 import msgpack
 
-from detsim.kv.limits import MAX_REQUEST_ARGS, MAX_VALUE_BYTES
+from detsim.kv.limits import MAX_REQUEST_ARGS, MAX_VALUE_BYTES, MAX_WRITE_PAYLOAD_BYTES
 from detsim.kv.resp import INT64_MAX, INT64_MIN, ErrorReply
 from detsim.raft.core.messages import MAX_NODE_ID_BYTES
 
@@ -520,7 +520,21 @@ def parse_command(args: Sequence[bytes]) -> Command:
         raise CommandError(arity_error(spec.name))
     command = spec.parse(args)
     assert command.kind is spec.kind, (command, spec)
+    if spec.kind is CommandKind.WRITE:
+        _check_write_size(args)
     return command
+
+
+def _check_write_size(args: Sequence[bytes]) -> None:
+    """Refuse a write whose entry payload could pass MAX_WRITE_PAYLOAD_BYTES (see limits)."""
+    # An upper bound of `encode_write`'s size: msgpack spends at most 5 bytes on a bin or
+    # array header and 9 on an int; the name's bytes cover the tag.
+    bound_bytes = sum(len(arg) + 9 for arg in args) + 16
+    if bound_bytes > MAX_WRITE_PAYLOAD_BYTES:
+        raise CommandError(
+            f"ERR write of {bound_bytes} bytes is over the {MAX_WRITE_PAYLOAD_BYTES} byte "
+            "limit of one replicated entry"
+        )
 
 
 # ---------------------------------------------------------------------------------------------

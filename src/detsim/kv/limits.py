@@ -8,9 +8,24 @@ from __future__ import annotations
 
 from typing import Final
 
+from detsim.fs.records import MAX_PAYLOAD_BYTES as _MAX_RECORD_BYTES
+from detsim.raft.core.config import MESSAGE_OVERHEAD_BYTES as _MESSAGE_OVERHEAD_BYTES
+from detsim.raft.core.messages import MAX_MESSAGE_BYTES as _MAX_MESSAGE_BYTES
+
 #: The largest key or value (bytes). Past it: `ERR string exceeds maximum allowed size ...`
 #: (SET, MSET, CAS, APPEND's result), or a protocol error for a longer bulk string.
 MAX_VALUE_BYTES: Final = 16 * 1024 * 1024
+
+#: The largest Raft entry payload of one write command. A Raft entry must fit one transport
+#: frame (with an append message's fields) and one log record, or the leader cannot store it
+#: (its storage raises) nor send it: a larger SET would stop the node. So a write whose
+#: arguments could encode to more is refused when parsed, and this bound, not
+#: MAX_VALUE_BYTES, limits what one SET/MSET/CAS carries (10 MiB - 64 KiB today); APPEND can
+#: still grow a value to MAX_VALUE_BYTES. Derived from the Raft bounds: it follows them.
+MAX_WRITE_PAYLOAD_BYTES: Final = min(
+    _MAX_MESSAGE_BYTES - _MESSAGE_OVERHEAD_BYTES,
+    _MAX_RECORD_BYTES - 1024,  # the entry's own fields in its log record
+)
 
 #: Room for a maximal value's key, command name and framing in one request.
 REQUEST_OVERHEAD_BYTES: Final = 64 * 1024
