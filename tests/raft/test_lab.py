@@ -567,3 +567,30 @@ async def test_a_snapshot_of_our_own_waits_for_an_incoming_one(sim: detsim.Simul
     assert index >= c.raft(behind).core.snapshot_meta.index > 30
     await c.converge()
     c.finish()
+
+
+# --- bigger sweeps (make test-slow) -----------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.detsim(seeds=100, disk=FSYNC)
+async def test_figure8_with_crashes_many_seeds(sim: detsim.Simulation) -> None:
+    await test_figure8_with_crashes(sim)
+
+
+@pytest.mark.slow
+@pytest.mark.detsim(seeds=100, disk=FSYNC)
+async def test_churn_many_seeds(sim: detsim.Simulation) -> None:
+    await test_churn(sim)
+
+
+@pytest.mark.slow
+@pytest.mark.detsim(seeds=100, disk=FSYNC, net=NetConfig(stream_timeout=2.0))
+async def test_unreliable_network_many_seeds(sim: detsim.Simulation) -> None:
+    await test_unreliable_network(sim)
+
+
+@pytest.mark.slow
+@pytest.mark.detsim(seeds=100, disk=FSYNC)
+async def test_membership_changes_many_seeds(sim: detsim.Simulation) -> None:
+    await test_membership_changes(sim)

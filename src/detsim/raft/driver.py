@@ -470,6 +470,9 @@ class RaftNode:
         def request() -> None:
             if future.done():
                 return
+            if target == self.id and self.core.role is Role.LEADER:
+                future.set_result(None)  # already there
+                return
             try:
                 self.core.transfer_leadership(target)
             except RaftError as exc:
