@@ -6,8 +6,9 @@ is a `Ready` whose fields state what must be durable before what is sent. Rule: 
 imports asyncio, time, random, socket, os or detsim.sim (tests/test_layers.py enforces it).
 
 Module map: messages (wire + durable types), errors, config, log (the raft log over the
-snapshot), progress (the leader's view of each follower), readonly (ReadIndex rounds),
-ready (the output contract), raft (the state machine of the protocol).
+snapshot), membership (the configuration in force along the log), progress (the leader's view
+of each follower), readonly (ReadIndex rounds), validate (a peer's message, before any state
+changes), ready (the output contract), raft (the protocol's state machine, driving them all).
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ voter changes the majority so that any old majority and any new majority interse
 all safety needs, with one entry per change and no intermediate joint state to get right.
 A change takes effect when its entry is *appended* (not when committed): every node uses the
 latest configuration in its log, so the leader counts the new majority for the change's own
-entry (the thesis's rule; a truncated change reverts, see `_conf_changes`). Two rules keep it
+entry (the thesis's rule; a truncated change reverts: membership.py). Two rules keep it
 safe: a leader accepts a change only when the previous one is committed, and only after it has
 committed an entry of its own term (the fix Ongaro posted to raft-dev in 2015: without it, a
 new leader could append a change that conflicts with an uncommitted change of a previous
@@ -57,6 +57,12 @@ from detsim.raft.core.errors import (
     TransferRejected,
 )
 from detsim.raft.core.log import RaftLog
+from detsim.raft.core.membership import (
+    BOOTSTRAP_TERM,
+    ConfHistory,
+    bootstrap_entries,
+    check_conf_change,
+)
 from detsim.raft.core.messages import (
     AppendRequest,
     AppendResponse,
@@ -81,6 +87,7 @@ from detsim.raft.core.messages import (
 from detsim.raft.core.progress import Progress, ProgressState
 from detsim.raft.core.readonly import ReadOnly, ReadRound
 from detsim.raft.core.ready import ReadState, Ready, SoftState
+from detsim.raft.core.validate import validate_message
 
 
 class RandomSource(Protocol):
@@ -110,25 +117,6 @@ class _IncomingSnapshot:
 
     meta: SnapshotMeta
     expected_offset: int = 0
-
-
-#: Messages that only a candidate or a leader sends (hence at term >= 1).
-_REQUESTS = (AppendRequest, Heartbeat, SnapshotChunk, VoteRequest, TimeoutNow, ReadIndexRequest)
-
-#: Bootstrap entries are at term 1: a fresh cluster starts at term 1 with them committed.
-BOOTSTRAP_TERM = 1
-
-
-def bootstrap_entries(conf: ConfState) -> list[Entry]:
-    """The identical log prefix every node of a new cluster starts with (etcd's bootstrap):
-    one CONF_CHANGE entry per member, so a node that joins later rebuilds the membership by
-    replaying the log from index 1."""
-    changes = [ConfChange(ConfChangeOp.PROMOTE, v) for v in conf.voters]
-    changes += [ConfChange(ConfChangeOp.ADD_LEARNER, n) for n in conf.learners]
-    return [
-        Entry(BOOTSTRAP_TERM, k + 1, EntryKind.CONF_CHANGE, c.encode())
-        for k, c in enumerate(changes)
-    ]
 
 
 class Raft:
@@ -168,9 +156,8 @@ class Raft:
         self.role = Role.FOLLOWER
         self.leader: str | None = None
         # Membership: the snapshot's conf, then one (index, conf after) per CONF_CHANGE entry.
-        self._conf_base = (self.log.snapshot.index, self.log.snapshot.conf)
-        self._conf_changes: list[tuple[int, ConfState]] = []
-        self._track_conf(self.log.slice(self.log.first_index(), self.log.last_index() + 1))
+        self._confs = ConfHistory(self.log.snapshot.index, self.log.snapshot.conf)
+        self._confs.track(self.log.slice(self.log.first_index(), self.log.last_index() + 1))
         self._election_elapsed = 0
         self._heartbeat_elapsed = 0
         self._randomized_timeout = 0
@@ -227,15 +214,11 @@ class Raft:
     @property
     def conf(self) -> ConfState:
         """The membership in force: the last CONF_CHANGE entry in the log, else the snapshot's."""
-        return self._conf_changes[-1][1] if self._conf_changes else self._conf_base[1]
+        return self._confs.conf
 
     def conf_at(self, index: int) -> ConfState:
         """The membership in force after the entry at `index` (>= the snapshot's index)."""
-        assert index >= self._conf_base[0], (index, self._conf_base[0])
-        for change_index, conf in reversed(self._conf_changes):
-            if change_index <= index:
-                return conf
-        return self._conf_base[1]
+        return self._confs.conf_at(index)
 
     def hard_state(self) -> HardState:
         return HardState(self.term, self.vote, self.log.committed)
@@ -340,24 +323,12 @@ class Raft:
             raise ConfChangeRejected("the leader has not committed an entry of its term yet")
         if self._pending_conf_index > self.log.committed:
             raise ConfChangeRejected("a configuration change is still uncommitted")
-        self._check_conf_change(change)
+        check_conf_change(self.conf, change)
+        if change.op is ConfChangeOp.PROMOTE:
+            self._check_caught_up(change.node_id)
         index = self._append_proposal(EntryKind.CONF_CHANGE, data)
         self._pending_conf_index = index
         return index
-
-    def _check_conf_change(self, change: ConfChange) -> None:
-        conf, node = self.conf, change.node_id
-        if change.op is ConfChangeOp.ADD_LEARNER and node in conf.members():
-            raise ConfChangeRejected(f"{node} is already a member")
-        if change.op is ConfChangeOp.PROMOTE:
-            if node not in conf.learners:
-                raise ConfChangeRejected(f"{node} is not a learner")
-            self._check_caught_up(node)
-        if change.op is ConfChangeOp.REMOVE:
-            if node not in conf.members():
-                raise ConfChangeRejected(f"{node} is not a member")
-            if conf.voters == (node,):
-                raise ConfChangeRejected(f"{node} is the last voter")
 
     def _check_caught_up(self, learner: str) -> None:
         """Thesis §4.2.1: a learner becomes a voter only once caught up, else the new
@@ -424,8 +395,7 @@ class Raft:
             raise CompactionRejected(f"snapshot meta does not match the log: {meta}")
         if self._reader is None:
             raise CompactionRejected("no SnapshotReader: followers could not catch up")
-        self._conf_changes = [(i, c) for i, c in self._conf_changes if i > meta.index]
-        self._conf_base = (meta.index, meta.conf)
+        self._confs.compact(meta)
         self.log.compact(meta)
         for node_id in sorted(self._progress):
             pr = self._progress[node_id]
@@ -440,7 +410,7 @@ class Raft:
     def step(self, m: Message) -> None:
         """Handle one message from a peer. Raises RemoteProtocolError (state untouched) if the
         message is one no correct peer sends."""
-        self._validate(m)
+        validate_message(m, self.id)
         if not self._step_term(m):
             return
         if self.role is Role.LEADER:
@@ -449,51 +419,6 @@ class Raft:
             self._step_follower(m)
         else:
             self._step_candidate(m)
-
-    def _validate(self, m: Message) -> None:
-        if m.to != self.id or not m.frm or m.frm == self.id or m.term < 0:
-            raise RemoteProtocolError(f"bad addressing or term: {type(m).__name__} {m.frm}->{m.to}")
-        if m.term == 0 and isinstance(m, _REQUESTS):
-            # Only answers may carry term 0 (a fresh node's); every request comes from a node
-            # that has campaigned or leads, so at term >= 1.
-            raise RemoteProtocolError(f"{type(m).__name__} at term 0 from {m.frm}")
-        if isinstance(m, AppendRequest):
-            self._validate_append(m)
-        elif isinstance(m, VoteRequest):
-            if m.last_log_index < 0 or not 0 <= m.last_log_term <= m.term:
-                raise RemoteProtocolError(f"bad vote request {m}")
-        elif isinstance(m, AppendResponse):
-            if min(m.index, m.hint_index, m.hint_term) < 0:
-                raise RemoteProtocolError(f"negative index in {m}")
-        elif isinstance(m, Heartbeat):
-            if m.commit < 0:
-                raise RemoteProtocolError(f"negative commit in {m}")
-        elif isinstance(m, SnapshotChunk):
-            self._validate_chunk(m)
-        elif isinstance(m, SnapshotChunkResponse) and min(m.snapshot_index, m.next_offset) < 0:
-            raise RemoteProtocolError(f"negative offset in {m}")
-
-    def _validate_append(self, m: AppendRequest) -> None:
-        if min(m.prev_index, m.prev_term, m.commit) < 0 or m.prev_term > m.term:
-            raise RemoteProtocolError(f"bad append header from {m.frm}")
-        expected, term = m.prev_index + 1, max(m.prev_term, 1)
-        for entry in m.entries:
-            if entry.index != expected or not term <= entry.term <= m.term:
-                raise RemoteProtocolError(f"non-contiguous entries from {m.frm} at {expected}")
-            if entry.kind is EntryKind.CONF_CHANGE:
-                try:
-                    ConfChange.decode(entry.data)
-                except ValueError as e:
-                    raise RemoteProtocolError(f"bad conf change from {m.frm}: {e}") from e
-            expected, term = expected + 1, entry.term
-
-    def _validate_chunk(self, m: SnapshotChunk) -> None:
-        meta = m.meta
-        end = m.offset + len(m.data)
-        if meta.index < 1 or not 1 <= meta.term <= m.term or m.offset < 0:
-            raise RemoteProtocolError(f"bad snapshot chunk header from {m.frm}")
-        if end > meta.size_bytes or m.last != (end == meta.size_bytes):
-            raise RemoteProtocolError(f"snapshot chunk past its size from {m.frm}")
 
     def _step_term(self, m: Message) -> bool:
         """Terms first (§5.1). False if the message is done with (stale or ignored)."""
@@ -656,8 +581,7 @@ class Raft:
 
     def _install_snapshot(self, meta: SnapshotMeta) -> None:
         self.log.restore(meta)
-        self._conf_base = (meta.index, meta.conf)
-        self._conf_changes = []
+        self._confs.reset(meta)
         self._pending_snapshot = meta
 
     # --- candidates ----------------------------------------------------------------------
@@ -943,7 +867,10 @@ class Raft:
             waiting, self._reads_waiting_commit = self._reads_waiting_commit, []
             for requester, request_id in waiting:
                 self._leader_read(requester, request_id)
-        if self.id not in self.conf.voters and self.log.committed >= self._last_conf_index():
+        if (
+            self.id not in self.conf.voters
+            and self.log.committed >= self._confs.last_change_index()
+        ):
             self._step_down_removed()
 
     def _step_down_removed(self) -> None:
@@ -955,9 +882,6 @@ class Raft:
         if self._progress[best].match == self.log.last_index():
             self._send(TimeoutNow(self.id, best, self.term))
         self._become_follower(self.term, None)
-
-    def _last_conf_index(self) -> int:
-        return self._conf_changes[-1][0] if self._conf_changes else self._conf_base[0]
 
     # --- leader: reads -------------------------------------------------------------------
 
@@ -1003,20 +927,15 @@ class Raft:
     # Membership
 
     def _track_conf(self, entries: Sequence[Entry]) -> None:
-        """Apply the CONF_CHANGE entries just appended (changes take effect at append)."""
-        for entry in entries:
-            if entry.kind is not EntryKind.CONF_CHANGE:
-                continue
-            change = ConfChange.decode(entry.data)
-            conf = self.conf.apply(change)
-            self._conf_changes.append((entry.index, conf))
+        """Track the CONF_CHANGE entries just appended (changes take effect at append)."""
+        for conf in self._confs.track(entries):
             if self.role is Role.LEADER:
                 self._update_progress_set(conf)
 
     def _track_conf_from(self, first: int) -> None:
         """A follower rewrote its log from `first`: forget the changes of the truncated
         suffix (the configuration reverts) and track those of the new entries."""
-        self._conf_changes = [(i, c) for i, c in self._conf_changes if i < first]
+        self._confs.truncate_from(first)
         self._track_conf(self.log.slice(first, self.log.last_index() + 1))
 
     def _update_progress_set(self, conf: ConfState) -> None:
