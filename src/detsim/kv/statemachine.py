@@ -38,7 +38,7 @@ import hashlib
 import json
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from detsim.kv.commands import (
     ERR_NOT_INTEGER,
@@ -64,7 +64,7 @@ from detsim.kv.commands import (
 from detsim.kv.limits import MAX_DATA_BYTES, MAX_DATABASE_IMAGE_BYTES, MAX_VALUE_BYTES
 from detsim.kv.resp import INT64_MAX, INT64_MIN, OK, ErrorReply, Reply
 from detsim.raft.core.messages import Entry, EntryKind
-from detsim.raft.statemachine import SnapshotData
+from detsim.raft.statemachine import SnapshotData, StateMachine
 
 SCHEMA_VERSION: Final = 1
 
@@ -468,3 +468,7 @@ class _Transaction:
             self._conn.execute("COMMIT")
         elif self._conn.in_transaction:
             self._conn.execute("ROLLBACK")
+
+
+if TYPE_CHECKING:  # mypy proves the driver's protocol is met (no runtime cost)
+    _CONFORMS: StateMachine = KVStateMachine()
