@@ -1,7 +1,9 @@
 """Raft on real loopback: 3 OS processes, real TCP transport, real disks with fsync on.
 
     .venv/bin/python benchmarks/bench_raft_loopback.py [--runs 3] [--seconds 5]
-        [--concurrency 1,64,256] [--profile FILE.pstats] [--no-fsync] [--json]
+        [--concurrency 1,64,256] [--json]
+    diagnostics: [--profile FILE.pstats] [--py-spy PATH-TO-py-spy] [--no-fsync]
+        [--lever inline-fsync] [--lever commit-without-fsync]
 
 Each run starts a fresh 3-node cluster: three child processes (this same file with `--child`),
 each a `detsim.raft.RaftNode` with a `MemoryKV`, the real transport (with a cluster secret) on
@@ -12,12 +14,19 @@ one proposal at a time (concurrency 1 is latency-bound; 64 and 256 exercise batc
 proposal that arrives while a Ready is handled joins the next one, one fsync for them all).
 Measured per workload, after a warm-up: committed entries per second (proposals acknowledged
 in the window / window), p50/p99 commit latency (propose() called -> its future resolved,
-i.e. applied on the leader), the leader's CPU seconds per wall second (all its threads), and
-entries per fsync (the driver's group commit). Medians over the runs are printed.
+i.e. applied on the leader), entries per real fsync, and where each node's wall time goes:
+CPU (all threads), inside Ready handling, waiting for storage.sync() (the fsync, off the loop
+in a worker thread), stepping the core (burst). Medians over the runs are printed.
 
-`--profile FILE` runs cProfile in the leader during the highest-concurrency workload of the
-last run and saves it (the text summary is printed). `--no-fsync` turns os.fsync into a no-op
-in the children: a diagnostic (how much of the time fsync costs), never the headline figure.
+Diagnostics (run them as separate invocations: they slow the leader down):
+- `--profile FILE`: cProfile of the leader during the highest-concurrency workload of the
+  last run (the text summary is printed).
+- `--py-spy BIN`: py-spy samples the leader's process (--idle, every thread) during each
+  workload of the last run; the main thread's samples are summarized by category.
+- `--no-fsync`: os.fsync is a no-op in the children (what fsync costs).
+- `--lever NAME`: a patch of the children that measures what a change to the driver or the
+  storage would buy, before anyone makes it (see LEVERS).
+None of them is a headline figure.
 
 Bounds: every child exits by itself after `--max-seconds` (and when its stdin closes, i.e. the
 parent died); every request to a child times out (`REPLY_TIMEOUT_S`); the parent kills its
@@ -470,6 +479,48 @@ async def run_load(
     return result
 
 
+#: py-spy summary: a sample of the leader's main thread is charged to the first rule that
+#: matches, tried on its innermost frame, then outwards (a frame is "function (file:line)").
+PY_SPY_RULES: Final = (
+    ("idle: waiting in epoll", ("EpollSelector.select",)),
+    ("socket send() syscall", ("_SelectorSocketTransport.write (",)),
+    ("fsync hand-off to a thread", ("ThreadPoolExecutor.submit", "_write_to_self")),
+    ("msgpack / codec", ("msgpack/", "raft/codec.py")),
+    ("Raft core", ("raft/core/",)),
+    ("storage (records, files)", ("raft/storage/", "detsim/fs/")),
+    ("transport (framing, queues)", ("raft/transport.py",)),
+    ("state machine (MemoryKV)", ("raft/statemachine.py",)),
+    ("driver", ("raft/driver.py",)),
+    ("load generator (proposers)", ("bench_raft_loopback.py",)),
+    ("asyncio machinery", ("asyncio/", "selectors.py", "threading.py", "concurrent/")),
+)
+
+
+def py_spy_summary(path: str) -> dict[str, float]:
+    """Share of the leader's main-thread samples per PY_SPY_RULES category (idle included:
+    py-spy ran with --idle, so shares are of wall time)."""
+    counts: dict[str, int] = {}
+    total = 0
+    with open(path) as f:
+        for line in f:
+            stack, _, n = line.rstrip("\n").rpartition(" ")
+            frames = stack.split(";")
+            if "MainThread" not in frames[0]:
+                continue
+            total += int(n)
+            category = next(
+                (
+                    name
+                    for frame in reversed(frames[1:])
+                    for name, needles in PY_SPY_RULES
+                    if any(needle in frame for needle in needles)
+                ),
+                "other",
+            )
+            counts[category] = counts.get(category, 0) + int(n)
+    return {k: v / max(1, total) for k, v in sorted(counts.items(), key=lambda kv: -kv[1])}
+
+
 def _row(r: dict[str, Any]) -> str:
     errors = f" errors={r['errors']}" if r["errors"] else ""
     lead, fol = r["leader_shares"], r["follower_shares"]
@@ -532,6 +583,12 @@ async def parent(args: argparse.Namespace) -> None:
         cells = [fmt.format(row[h]) for h, _, fmt in SUMMARY_COLUMNS]
         print(f"| {row['in flight']} | " + " | ".join(cells) + " |")
     print("(leader/follower columns: seconds per wall second; Ready includes its fsync wait)")
+    for r in results:
+        if "py_spy" in r and os.path.exists(r["py_spy"]):
+            shares = py_spy_summary(r["py_spy"])
+            print(f"\npy-spy, leader main thread, c={r['concurrency']} ({r['py_spy']}):")
+            for name, share in shares.items():
+                print(f"  {share:6.1%}  {name}")
     profiled = [r for r in results if "profile_text" in r]
     if profiled:
         print(
