@@ -129,12 +129,13 @@ class _Upstream:
             self._read_replies(reader), name=f"forward-{host}:{port}"
         )
         for args in self._setup:  # AUTH, CLIENT SETNAME: their replies are consumed unseen
-            future = self.send(args)
-            future.add_done_callback(_consume)
+            self.send(args)
 
     def send(self, args: Sequence[bytes]) -> asyncio.Future[Reply]:
         assert self._writer is not None and not self.dead
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        # Retrieved even when its waiter gave up (timed out, or its client went away).
+        future.add_done_callback(_consume)
         self.pending.append(future)
         self._writer.write(encode_request(args))
         return future
@@ -213,7 +214,6 @@ class LeaderForwarder:
             async with asyncio.timeout(self.timeout_s):
                 return await asyncio.shield(future)
         except TimeoutError:
-            future.add_done_callback(_consume)
             return timed_out(f"no reply from the leader {leader_id} in {self.timeout_s} s")
         except ConnectionError as exc:
             return timed_out(str(exc))
