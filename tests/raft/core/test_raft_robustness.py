@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import random
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -379,3 +380,20 @@ def test_a_learner_far_behind_is_not_promoted() -> None:
         leader.propose_conf_change(ConfChange(ConfChangeOp.PROMOTE, "4"))
     c.stabilize()  # now it catches up
     assert leader.propose_conf_change(ConfChange(ConfChangeOp.PROMOTE, "4")) > 0
+
+
+def test_restart_with_a_commit_past_the_durable_log() -> None:
+    """A crash between writing a Ready's hard state and its entries leaves commit > last
+    index on disk. The commit index is volatile (Figure 2): the node restarts with it clamped
+    to its log instead of failing an assert, and catches up from the leader."""
+    c = cluster(3)
+    node = c.nodes["2"]
+    node.storage.hard = replace(node.storage.hard, commit=node.storage.hard.commit + 5)
+    c.crash("2")
+    c.restart("2")
+    r = c.nodes["2"].core
+    assert r.commit == r.last_index
+    c.nodes["1"].core.propose(b"after")
+    c.tick("1")
+    c.stabilize()
+    assert c.nodes["2"].storage.sm == [b"after"]

@@ -46,8 +46,11 @@ class RaftLog:
             self._entries.append(entry)
             expected += 1
             term = entry.term
-        # The hard state's commit may lag the snapshot (the snapshot covers applied entries).
-        self.committed = max(committed, self.snapshot.index)
+        # The hard state's commit may lag the snapshot (the snapshot covers applied entries),
+        # or pass the durable log if a crash hit between writing the hard state and the
+        # entries of one Ready. The commit index is volatile state (Figure 2): forgetting part
+        # of it is safe, the leader repeats it.
+        self.committed = min(max(committed, self.snapshot.index), self.last_index())
         self.applied = max(applied, self.snapshot.index)
         self.unstable_from = self.last_index() + 1  # everything restored is durable
         assert self.applied <= self.committed <= self.last_index(), (

@@ -5,7 +5,8 @@ The driver loop (etcd `node.go`, `type Ready`) is:
     rd = raft.ready()
     1. write rd.snapshot_chunks to the staging file; if rd.snapshot: make it the durable
        snapshot, drop the stored log and restore the state machine from it; then persist
-       rd.entries (they all follow the snapshot) and rd.hard_state; fsync all of that;
+       rd.entries (they all follow the snapshot) and rd.hard_state; fsync all of that
+       (a hard state whose commit passes the durable log after a crash is tolerated);
     2. send rd.messages;
     3. apply rd.committed_entries in order; answer rd.read_states once applied >= index;
     4. raft.advance(rd)
