@@ -279,3 +279,45 @@ async def test_noleader_and_timeout_under_partitions(sim: detsim.Simulation) -> 
     sim.net.heal()
     await c.wait_leader()
     await c.finish()
+
+
+@pytest.mark.detsim(seeds=1, disk=FSYNC)
+async def test_connection_and_info_commands(sim: detsim.Simulation) -> None:
+    c = KVCluster(sim)
+    lead = await c.wait_leader()
+
+    async def session() -> dict[str, object]:
+        r = c.redis(lead, protocol=2)
+        try:
+            await r.set("a", "1")
+            return {
+                "setname": await r.client_setname("app-1"),
+                "getname": await r.client_getname(),
+                "info": await r.client_info(),
+                "list": await r.client_list(),
+                "help": await r.execute_command("CLIENT", "HELP"),
+                "hello": await r.execute_command("HELLO", "2", "SETNAME", "app-2"),
+                "renamed": await r.client_getname(),
+                "server_info": await r.info(),
+                "dbsize": await r.dbsize(),
+            }
+        finally:
+            await r.aclose()
+
+    out = await c.on_client(session())
+    assert out["setname"] is True and out["getname"] == "app-1"
+    info = out["info"]
+    assert isinstance(info, dict) and info["name"] == "app-1" and info["resp"] == "2"
+    assert isinstance(out["list"], list) and out["list"][0]["name"] == "app-1"
+    help_lines = out["help"]
+    assert isinstance(help_lines, list) and help_lines[0].startswith(b"CLIENT <subcommand>")
+    hello = out["hello"]
+    assert isinstance(hello, list)  # RESP2: HELLO's map as a flat array
+    assert dict(zip(hello[::2], hello[1::2], strict=True))[b"proto"] == 2
+    assert out["renamed"] == "app-2"
+    server_info = out["server_info"]
+    assert isinstance(server_info, dict)
+    assert server_info["redis_version"] == "7.2.0" and server_info["raft_role"] == "leader"
+    assert server_info["db0"]["keys"] == 1 and server_info["connected_clients"] >= 1
+    assert out["dbsize"] == 1
+    await c.finish()

@@ -118,7 +118,9 @@ async def test_command_errors_keep_the_connection(sim: detsim.Simulation) -> Non
         b"RAFT.PROMOTE nobody\r\n"
         b"SET k v\r\n"
         b"GET k\r\n"
+        b"PING hey\r\n"
         b"QUIT\r\n"
+        b"GET k\r\n"  # after QUIT: never answered
     )
     out, closed = await c.on_client(exchange(c.ips[lead], requests))
     assert closed  # by QUIT, after every reply
@@ -135,6 +137,8 @@ async def test_command_errors_keep_the_connection(sim: detsim.Simulation) -> Non
         b"+OK",
         b"$1",
         b"v",
+        b"$3",
+        b"hey",
         b"+OK",
         b"",
     ]

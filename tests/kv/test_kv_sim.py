@@ -193,6 +193,7 @@ async def test_linearizable_under_faults(sim: detsim.Simulation) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # ~5 s a seed on a busy machine; the default 300 s is for one test
 @pytest.mark.detsim(seeds=100, disk=FSYNC)
 async def test_linearizable_under_faults_many_seeds(sim: detsim.Simulation) -> None:
     await check_run(sim)
