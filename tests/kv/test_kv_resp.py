@@ -275,23 +275,24 @@ def test_empty_requests_are_skipped_like_redis() -> None:
     assert drain(parser) == [[b"PING"]]
 
 
-@pytest.mark.parametrize(
-    ("data", "message"),
-    [
-        (b"*1\r\n+PING\r\n", "ERR Protocol error: expected '$', got '+'"),
-        (b"*2\r\n$3\r\nGET\r\n:5\r\n", "ERR Protocol error: expected '$', got ':'"),
-        (b"*1\r\n*1\r\n$1\r\na\r\n", "ERR Protocol error: expected '$', got '*'"),
-        (b"*1\r\n$-1\r\n", "ERR Protocol error: invalid bulk length"),
-        (b"*1\r\n$x\r\n", "ERR Protocol error: invalid bulk length"),
-        (b"*1\r\n$04\r\nPING\r\n", "ERR Protocol error: invalid bulk length"),
-        (b"*x\r\n", "ERR Protocol error: invalid multibulk length"),
-        (b"*" + b"1" * 100, "ERR Protocol error: too big mbulk count string"),
-        (b"*1\r\n$" + b"1" * 100, "ERR Protocol error: too big bulk count string"),
-        (b'SET "a b\r\n', "ERR Protocol error: unbalanced quotes in request"),
-        (b"SET 'a'b\r\n", "ERR Protocol error: unbalanced quotes in request"),
-        (b"x" * (MAX_INLINE_BYTES + 1), "ERR Protocol error: too big inline request"),
-    ],
-)
+# (input, Redis's reply: its wording, checked against redis-server in test_kv_redis_wording)
+GARBAGE = [
+    (b"*1\r\n+PING\r\n", "ERR Protocol error: expected '$', got '+'"),
+    (b"*2\r\n$3\r\nGET\r\n:5\r\n", "ERR Protocol error: expected '$', got ':'"),
+    (b"*1\r\n*1\r\n$1\r\na\r\n", "ERR Protocol error: expected '$', got '*'"),
+    (b"*1\r\n$-1\r\n", "ERR Protocol error: invalid bulk length"),
+    (b"*1\r\n$x\r\n", "ERR Protocol error: invalid bulk length"),
+    (b"*1\r\n$04\r\nPING\r\n", "ERR Protocol error: invalid bulk length"),
+    (b"*x\r\n", "ERR Protocol error: invalid multibulk length"),
+    (b"*" + b"1" * 100, "ERR Protocol error: too big mbulk count string"),
+    (b"*1\r\n$" + b"1" * 100, "ERR Protocol error: too big bulk count string"),
+    (b'SET "a b\r\n', "ERR Protocol error: unbalanced quotes in request"),
+    (b"SET 'a'b\r\n", "ERR Protocol error: unbalanced quotes in request"),
+    (b"x" * (MAX_INLINE_BYTES + 1), "ERR Protocol error: too big inline request"),
+]
+
+
+@pytest.mark.parametrize(("data", "message"), GARBAGE)
 def test_garbage_gets_redis_protocol_errors(data: bytes, message: str) -> None:
     assert failure_of(data) == message
 
