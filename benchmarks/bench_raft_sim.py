@@ -10,7 +10,8 @@ storage on the host's simulated disk (`fsync_latency` = --fsync-ms). Once a lead
 --virtual-seconds of virtual time (the driver batches whatever arrives during a Ready into the
 next one). Measured over the load window: entries committed (acknowledged) per wall second
 and per CPU second of this process (steadier on a shared machine), per virtual second, and
-virtual seconds per wall and per CPU second. Medians over the runs.
+virtual seconds per wall and per CPU second, and Raft messages sent per committed entry.
+Medians over the runs.
 
 Then one more run under cProfile, summarised by layer (simulator kernel and network, Raft
 core, driver, transport, codec, storage and disk, asyncio) by own time, and its top functions.
@@ -62,6 +63,7 @@ class Result:
     wall_s: float
     virtual_s: float
     cpu_s: float  # this process's CPU time: steadier than wall time on a shared machine
+    messages: int  # Raft messages sent by all nodes in the window
 
     @property
     def per_wall_s(self) -> float:
@@ -127,9 +129,11 @@ def run_once(seed: int, concurrency: int, seconds: float, fsync_s: float) -> Res
         leader = leaders[0]
         host = sim.node(leader.id)
         start_v, start_w, start_c = sim.now, real_perf_counter(), real_process_time()
+        sent = sum(r.transport.stats.messages_sent for r in rafts.values())
         committed = await host.spawn(load(leader, concurrency, seconds))
         wall_s, cpu_s = real_perf_counter() - start_w, real_process_time() - start_c
-        return Result(committed, wall_s, sim.now - start_v, cpu_s)
+        sent = sum(r.transport.stats.messages_sent for r in rafts.values()) - sent
+        return Result(committed, wall_s, sim.now - start_v, cpu_s, sent)
 
     return sim.run(main())
 
@@ -172,9 +176,9 @@ def main() -> None:
     print(f"{args.virtual_seconds} virtual s of load, fsync {args.fsync_ms} ms, {args.runs} runs")
     print(
         "| concurrency | committed / wall s | committed / CPU s | committed / virtual s "
-        "| virtual s / wall s | virtual s / CPU s |"
+        "| virtual s / wall s | virtual s / CPU s | messages / entry |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     for concurrency in [int(c) for c in args.concurrency.split(",")]:
         results = [
             run_once(seed, concurrency, args.virtual_seconds, fsync_s) for seed in range(args.runs)
@@ -184,9 +188,10 @@ def main() -> None:
         per_cpu = statistics.median(r.committed / r.cpu_s for r in results)
         speed = statistics.median(r.virtual_per_wall for r in results)
         speed_cpu = statistics.median(r.virtual_s / r.cpu_s for r in results)
+        per_entry = statistics.median(r.messages / max(1, r.committed) for r in results)
         print(
             f"| {concurrency} | {per_wall:,.0f} | {per_cpu:,.0f} | {per_virtual:,.0f} "
-            f"| {speed:.2f} | {speed_cpu:.2f} |"
+            f"| {speed:.2f} | {speed_cpu:.2f} | {per_entry:.1f} |"
         )
     concurrency = max(int(c) for c in args.concurrency.split(","))
     profiler = cProfile.Profile()
