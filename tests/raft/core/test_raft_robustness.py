@@ -397,3 +397,16 @@ def test_restart_with_a_commit_past_the_durable_log() -> None:
     c.tick("1")
     c.stabilize()
     assert c.nodes["2"].storage.sm == [b"after"]
+
+
+def test_a_bootstrap_cut_between_hard_state_and_entries_bootstraps_again() -> None:
+    """A crash after the bootstrap's hard state (term 1) was written but before its entries
+    left a node with no configuration: not a voter, it could never campaign. Bootstrapping
+    again writes the same log (regression)."""
+    conf = ConfState.of(["1", "2", "3"])
+    fresh = Raft(make_config("1"), random.Random(1), initial_conf=conf)
+    rd = fresh.ready()
+    assert rd.hard_state is not None and rd.entries
+    again = Raft(make_config("1"), random.Random(1), hard_state=rd.hard_state, initial_conf=conf)
+    assert again.conf == conf
+    assert again.ready().entries == rd.entries

@@ -144,14 +144,23 @@ class Raft:
         self._rng = rng
         self._reader = snapshot_reader
         hard_state = hard_state or HardState()
-        fresh = hard_state == HardState() and snapshot is None and not entries
-        if fresh and initial_conf is not None and initial_conf.voters:
+        # Fresh: nothing durable but perhaps the bootstrap's hard state (a crash between
+        # writing it and the bootstrap entries): bootstrapping again writes the same log.
+        fresh = (
+            snapshot is None
+            and not entries
+            and hard_state.vote is None
+            and hard_state.term <= BOOTSTRAP_TERM
+        )
+        bootstrapped = fresh and initial_conf is not None and bool(initial_conf.voters)
+        if bootstrapped:
+            assert initial_conf is not None
             entries = bootstrap_entries(initial_conf)
             hard_state = HardState(BOOTSTRAP_TERM, None, len(entries))
         self.term = hard_state.term
         self.vote = hard_state.vote
         self.log = RaftLog(snapshot, entries, hard_state.commit, applied)
-        if fresh and entries:
+        if bootstrapped:
             self.log.unstable_from = 1  # the bootstrap entries are not durable yet
         self.role = Role.FOLLOWER
         self.leader: str | None = None
@@ -180,7 +189,7 @@ class Raft:
         self._pending_snapshot: SnapshotMeta | None = None
         self._read_states: list[ReadState] = []
         self._dropped_reads: list[bytes] = []
-        self._prev_hard = HardState() if fresh else hard_state
+        self._prev_hard = HardState() if bootstrapped else hard_state
         self._prev_soft = SoftState(None, self.role_name)
         self._ready_out: Ready | None = None
         self.dropped_messages = 0
