@@ -594,3 +594,9 @@ async def test_unreliable_network_many_seeds(sim: detsim.Simulation) -> None:
 @pytest.mark.detsim(seeds=100, disk=FSYNC)
 async def test_membership_changes_many_seeds(sim: detsim.Simulation) -> None:
     await test_membership_changes(sim)
+
+
+def test_the_same_seed_gives_the_same_trace_across_processes() -> None:
+    # Two fresh interpreters with different PYTHONHASHSEED: nothing in the driver, transport
+    # or storage may depend on hash order or real entropy.
+    detsim.check_determinism(_build_churn, 7, processes=True)
