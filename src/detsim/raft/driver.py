@@ -277,7 +277,12 @@ class RaftNode:
     async def __aenter__(self) -> RaftNode:
         self._task = asyncio.get_running_loop().create_task(self.run(), name=f"raft-{self.id}")
         started = asyncio.ensure_future(self._started.wait())
-        await asyncio.wait([started, self._task], return_when=asyncio.FIRST_COMPLETED)
+        try:
+            await asyncio.wait([started, self._task], return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:  # cancelled while starting: leave nothing running
+            started.cancel()
+            await self.stop()
+            raise
         if self._task.done():
             started.cancel()
             await self._task  # raises what stopped it
