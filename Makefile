@@ -4,6 +4,10 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# System packages (redis-cli for the store's real-process tests, redis-server for its benchmark):
+# installed with apt-get when missing. The stamp is written only once redis-cli is there, so a
+# machine where the install could not happen tries again next time (the tests skip, saying why).
+SYSDEPS := $(VENV)/.system-deps
 
 .PHONY: setup test test-slow test-pythons lint campaign bench clean
 
@@ -13,16 +17,20 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-setup: $(STAMP)
+$(SYSDEPS): scripts/install-system-deps.sh
+	bash scripts/install-system-deps.sh
+	@if command -v redis-cli >/dev/null 2>&1; then mkdir -p $(VENV) && touch $(SYSDEPS); fi
+
+setup: $(STAMP) $(SYSDEPS)
 
 # The README's test command (and CI's): lint and types, the whole suite but `slow` on the
 # default Python, then the simulator's tests on Python 3.12 and 3.13.
-test: lint
+test: lint $(SYSDEPS)
 	$(BIN)/python -m pytest -q
 	bash scripts/test-pythons.sh
 
 # The long campaigns.
-test-slow: $(STAMP)
+test-slow: $(STAMP) $(SYSDEPS)
 	$(BIN)/python -m pytest -q -m slow
 
 # The simulator's tests on every supported Python (3.11, 3.12, 3.13), each in its own venv.
