@@ -32,6 +32,7 @@ from raft_harness import Cluster, make_config
 
 from detsim.check.raft import RaftInvariants
 from detsim.raft.core import (
+    MAX_MESSAGE_BYTES,
     AppendRequest,
     AppendResponse,
     ConfChange,
@@ -702,6 +703,26 @@ def test_a_new_node_joins_by_snapshot_as_a_learner_and_is_promoted() -> None:
     c.stabilize()
     assert c.nodes["4"].core.conf.voters == ("1", "2", "3", "4")
     assert c.nodes["4"].storage.sm == c.nodes["1"].storage.sm
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: propose() accepts an entry larger than the 10 MiB transport frame (only "
+    "max_uncommitted_bytes, 64 MiB, is checked). The append carrying it can never be "
+    "sent (the transport refuses the frame, the log record bound refuses the write), and "
+    "every later entry queues behind it: one oversized proposal wedges the cluster. The kv "
+    "layer bounds its own writes (kv/limits.py), but the core's promise that every message "
+    "it builds fits a frame (messages.py) is not kept for other callers",
+)
+def test_a_proposal_that_cannot_fit_one_append_is_refused() -> None:
+    """messages.py: "Every message the core builds stays under [MAX_MESSAGE_BYTES]"; an entry
+    that no AppendRequest can carry must be refused at `propose` (ProposalDropped), leaving
+    the log unchanged, rather than accepted and never replicated."""
+    leader = _replicating_leader()
+    last = leader.last_index
+    with pytest.raises(ProposalDropped):
+        leader.propose(bytes(MAX_MESSAGE_BYTES))
+    assert leader.last_index == last
 
 
 # =============================================================================================
