@@ -102,6 +102,7 @@ class SimNode:
         self.storage = MemStorage()
         self.boot = 0
         self.raft: Raft | None = None
+        self.held: Ready | None = None  # a Ready taken and not yet processed (async driver)
         self.start()
 
     def start(self) -> None:
@@ -236,21 +237,48 @@ class Cluster:
     # --- the driver ------------------------------------------------------------------------
 
     def process_ready(self, node_id: str) -> bool:
-        node = self.nodes[node_id]
-        r = node.core
-        if not r.has_ready():
+        """Take a Ready and process it at once (a synchronous driver)."""
+        if not self.take_ready(node_id):
             return False
-        rd = r.ready()
+        self.finish_ready(node_id)
+        return True
+
+    def take_ready(self, node_id: str) -> bool:
+        """Take the node's Ready and hold it: the core may be stepped before it is processed
+        (as with an asyncio driver awaiting fsync)."""
+        node = self.nodes[node_id]
+        if node.held is not None or not node.core.has_ready():
+            return False
+        node.held = node.core.ready()
+        return True
+
+    def finish_ready(self, node_id: str) -> None:
+        """Process the held Ready in the contract's order: persist, send, apply, advance."""
+        node = self.nodes[node_id]
+        r, rd = node.core, node.held
+        assert rd is not None
+        node.held = None
         self.log(f"> {node_id} handling Ready")
         self._persist(node, rd)
         for m in rd.messages:
             self._send(m)
         self._apply(node, rd)
         r.advance(rd)
-        if self.checker is not None:
+        if self.checker is not None and self._durable_is_current(node):
             self.checker.observe(view_of(node))
         self.report(node_id)
-        return True
+
+    @staticmethod
+    def _durable_is_current(node: SimNode) -> bool:
+        """Is the core's term, vote, commit and log all durable? (The checker's contract:
+        observe durable state only. Steps taken while a Ready was held may be ahead.)"""
+        r, s = node.core, node.storage
+        snapshot_index = s.snapshot.index if s.snapshot else 0
+        return (
+            r.hard_state() == s.hard
+            and r.log.unstable_from == r.last_index + 1
+            and r.snapshot_meta.index == snapshot_index
+        )
 
     def _persist(self, node: SimNode, rd: Ready) -> None:
         s = node.storage
@@ -380,6 +408,7 @@ class Cluster:
     def crash(self, node_id: str) -> None:
         """Lose the core's memory (and any Ready not processed); storage survives."""
         self.nodes[node_id].raft = None
+        self.nodes[node_id].held = None
         self.queue = [m for m in self.queue if m.to != node_id]
 
     def restart(self, node_id: str) -> None:

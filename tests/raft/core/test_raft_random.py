@@ -3,6 +3,7 @@ printed, a safety phase with faults, then a liveness phase with faults off).
 
 Safety phase: random message delivery order (reorder), loss and duplication, partitions,
 crashes (losing everything not processed through a Ready) and restarts from storage only,
+Readies held while the core keeps being stepped (an asyncio driver awaiting fsync),
 proposals, membership changes, leadership transfers, compaction and ReadIndex reads.
 `detsim.check.raft.RaftInvariants` checks after every processed Ready: election safety, log
 matching, leader completeness, state-machine safety, acknowledged entries survive, and the
@@ -170,6 +171,19 @@ def act_ready(world: World) -> None:
         world.cluster.process_ready(world.rng.choice(alive))
 
 
+def act_take_ready(world: World) -> None:
+    """Hold a Ready (an async driver awaiting fsync): the core keeps being stepped."""
+    alive = world.cluster.alive()
+    if alive:
+        world.cluster.take_ready(world.rng.choice(alive))
+
+
+def act_finish_ready(world: World) -> None:
+    held = [i for i in world.cluster.alive() if world.cluster.nodes[i].held is not None]
+    if held:
+        world.cluster.finish_ready(world.rng.choice(held))
+
+
 def act_tick(world: World) -> None:
     alive = world.cluster.alive()
     if alive:
@@ -270,7 +284,9 @@ def act_read(world: World) -> None:
 
 ACTIONS = [
     (act_deliver, 40),
-    (act_ready, 25),
+    (act_ready, 20),
+    (act_take_ready, 4),
+    (act_finish_ready, 4),
     (act_tick, 12),
     (act_propose, 6),
     (act_read, 3),
@@ -306,6 +322,8 @@ def liveness_round(world: World) -> None:
     cluster = world.cluster
     # A node may be decommissioned (crashed for good) by an apply during the round.
     for node_id in cluster.alive():
+        if cluster.nodes[node_id].held is not None:
+            cluster.finish_ready(node_id)
         if cluster.nodes[node_id].raft is not None:
             cluster.process_ready(node_id)
             shut_down_removed(world)
