@@ -19,7 +19,7 @@ from collections.abc import Iterator, Mapping
 
 from detsim.campaign.scenario import Scenario
 
-PROVIDERS = ("detsim.examples.counter_scenario",)
+PROVIDERS = ("detsim.examples.counter_scenario", "detsim.scenarios.catalogue")
 ENV_MODULES = "DETSIM_SCENARIO_MODULES"
 ALL = "all"  # the CLI word for every scenario, planted bugs included
 

@@ -1,0 +1,12 @@
+"""The store's failure scenarios (DESIGN "Campaigns"): workloads, nemeses, checks, catalogue.
+
+Where things are:
+- `workload.py`  redis-py client slots recorded through detsim.check.Recorder; workload shapes
+- `nemesis.py`   fault schedules, one function per fault family, and their fault model
+- `checks.py`    Raft invariants, node stops, liveness, convergence, durability, linearizability
+- `cluster.py`   N store nodes + client hosts in a Simulation; the invariant checker's feed
+- `run.py`       one run: options from the seed, safety phase, liveness phase, verdict
+- `catalogue.py` the tables (workloads x nemeses x sizes) and `SCENARIOS`
+
+Nothing is imported here, so `import detsim.scenarios` stays cheap.
+"""

@@ -1,0 +1,312 @@
+"""A cluster of store nodes and client hosts inside one Simulation, as the scenarios see it.
+
+Owned here: `StoreCluster` (builds N voters n1..nN, spare nodes that start with join=True, and
+client hosts c1..cM; keeps each node's current `RaftNode` and `KVServer`), and the Raft
+invariant feed: every node's `NodeConfig.observer` forwards the driver's hooks to one
+`RaftInvariants` (`observe` after every persisted Ready, with the durable hard state;
+`applied`, `snapshot_restored`, `acknowledged` as they happen).
+
+Rules:
+- A host's init is `serve(config)` through `build` + `run_node` (what a process does): a fresh
+  in-memory state machine, the Raft storage on the host's simulated disk (DATA_DIR). `boots`
+  counts incarnations; the invariant checker tells boots apart by it.
+- A violation found by the invariant checker is kept in `violations` (the node it was found on
+  also stops: the assert propagates through the driver). A node that stops by itself with any
+  other exception is kept in `stops`; whether that is allowed (a disk fault on it) is the
+  checks' decision, not this module's.
+- Nothing here injects faults (nemesis.py) or judges a run (checks.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Final, TypeVar
+
+import redis.asyncio
+import redis.exceptions
+
+from detsim.check.raft import NodeView, RaftInvariants, payload_digest
+from detsim.check.recorder import no_retry
+from detsim.kv.node import NodeConfig, build, run_node
+from detsim.kv.server import KVServer
+from detsim.raft.core.messages import Entry, SnapshotMeta
+from detsim.raft.core.ready import Ready
+from detsim.raft.driver import RaftNode, RaftObserver
+from detsim.sim.node import Node
+from detsim.sim.world import Simulation
+
+T = TypeVar("T")
+
+RAFT_PORT: Final = 7000
+CLIENT_PORT: Final = 6379
+DATA_DIR: Final = "/data/kv"
+SECRET: Final = b"detsim scenarios secret"
+MAX_NODES: Final = 9  # voters + spares (the simulator allows 100 hosts; 9 keeps runs cheap)
+MAX_CLIENT_HOSTS: Final = 16
+POLL_S: Final = 0.05  # how often `until` re-tests its condition (virtual seconds)
+ADMIN_TIMEOUT_S: Final = 8.0  # a client's socket timeout for one admin command
+
+
+def node_ip(index: int) -> str:
+    return f"10.0.2.{index + 1}"
+
+
+def client_ip(index: int) -> str:
+    return f"10.0.9.{index + 1}"
+
+
+def entry_digest(entry: Entry) -> bytes:
+    return payload_digest(int(entry.kind), entry.data)
+
+
+class NodeStop:
+    """A node that stopped by itself: which, when, which boot, and why."""
+
+    __slots__ = ("boot", "error", "node_id", "t")
+
+    def __init__(self, node_id: str, boot: int, t: float, error: BaseException) -> None:
+        self.node_id, self.boot, self.t, self.error = node_id, boot, t, error
+
+    def __str__(self) -> str:
+        return (
+            f"{self.node_id} (boot {self.boot}) stopped at t={self.t:.3f}s: "
+            f"{type(self.error).__name__}: {self.error}"
+        )
+
+
+class _Observer(RaftObserver):
+    """Forwards one node incarnation's driver hooks to the cluster's RaftInvariants."""
+
+    def __init__(self, cluster: StoreCluster, node_id: str, boot: int) -> None:
+        self.cluster, self.node_id, self.boot = cluster, node_id, boot
+
+    def _guard(self, check: Callable[[], None]) -> None:
+        try:
+            check()
+        except AssertionError as exc:
+            self.cluster.violations.append(f"{self.node_id}: {exc}")
+            raise
+
+    def persisted(self, node: RaftNode, ready: Ready) -> None:
+        self._guard(lambda: self.cluster.invariants.observe(view(node, self.boot)))
+
+    def applied(self, node: RaftNode, entry: Entry, result: Any) -> None:
+        digest = entry_digest(entry)
+        self._guard(
+            lambda: self.cluster.invariants.applied(
+                self.node_id, self.boot, entry.index, entry.term, digest
+            )
+        )
+
+    def snapshot_restored(self, node: RaftNode, meta: SnapshotMeta) -> None:
+        self._guard(
+            lambda: self.cluster.invariants.snapshot_applied(
+                self.node_id, self.boot, meta.index, meta.term
+            )
+        )
+
+    def acknowledged(self, node: RaftNode, entry: Entry, result: Any) -> None:
+        digest = entry_digest(entry)
+        self._guard(
+            lambda: self.cluster.invariants.acknowledged(
+                self.node_id, entry.index, entry.term, digest
+            )
+        )
+
+
+def view(node: RaftNode, boot: int) -> NodeView:
+    """What the invariant checker reads of one node (its log lazily)."""
+    core = node.core
+    hard_state = node.persisted_hard_state
+
+    def entry_at(index: int) -> tuple[int, bytes]:
+        entry = core.log.entry(index)
+        return entry.term, entry_digest(entry)
+
+    return NodeView(
+        node_id=node.id,
+        boot=boot,
+        term=core.term,
+        vote=core.vote,
+        role=core.role_name,
+        commit_index=core.commit,
+        applied_index=core.applied,
+        snapshot_index=core.snapshot_meta.index,
+        snapshot_term=core.snapshot_meta.term,
+        last_index=core.last_index,
+        entry_at=entry_at,
+        durable=(hard_state.term, hard_state.vote),
+    )
+
+
+class StoreCluster:
+    """`voters` store nodes (n1..), `spares` join=True nodes after them, `clients` client hosts."""
+
+    def __init__(
+        self,
+        sim: Simulation,
+        voters: int,
+        *,
+        spares: int = 0,
+        clients: int = 1,
+        snapshot_threshold_entries: int = 10_000,
+        request_timeout_s: float = 5.0,
+    ) -> None:
+        if not 1 <= voters + spares <= MAX_NODES:
+            raise ValueError(f"1..{MAX_NODES} store nodes, got {voters} + {spares} spares")
+        if not 1 <= clients <= MAX_CLIENT_HOSTS:
+            raise ValueError(f"1..{MAX_CLIENT_HOSTS} client hosts, got {clients}")
+        self.sim = sim
+        self.initial_voters = [f"n{k + 1}" for k in range(voters)]
+        self.spares = [f"n{k + 1}" for k in range(voters, voters + spares)]
+        self.ids = self.initial_voters + self.spares
+        self.ips = {nid: node_ip(k) for k, nid in enumerate(self.ids)}
+        self.snapshot_threshold_entries = snapshot_threshold_entries
+        self.request_timeout_s = request_timeout_s
+        self.invariants = RaftInvariants()
+        self.rafts: dict[str, RaftNode] = {}
+        self.servers: dict[str, KVServer] = {}
+        self.every_server: list[tuple[str, int, KVServer]] = []  # every incarnation's server
+        self.boots: dict[str, int] = {}
+        self.violations: list[str] = []
+        self.stops: list[NodeStop] = []
+        self.nodes = {
+            nid: sim.add_node(nid, ip=self.ips[nid], init=self._init(nid)) for nid in self.ids
+        }
+        self.clients = [sim.add_node(f"c{k + 1}", ip=client_ip(k)) for k in range(clients)]
+
+    # --- nodes ---------------------------------------------------------------------------------
+
+    def config(self, nid: str, boot: int) -> NodeConfig:
+        return NodeConfig(
+            node_id=nid,
+            raft_addr=("0.0.0.0", RAFT_PORT),
+            client_addr=("0.0.0.0", CLIENT_PORT),
+            peers={p: (self.ips[p], RAFT_PORT) for p in self.initial_voters if p != nid},
+            data_dir=DATA_DIR,
+            join=nid in self.spares,
+            secret=SECRET,
+            peer_client_addrs={p: (self.ips[p], CLIENT_PORT) for p in self.ids if p != nid},
+            request_timeout_s=self.request_timeout_s,
+            snapshot_threshold_entries=self.snapshot_threshold_entries,
+            observer=_Observer(self, nid, boot),
+        )
+
+    def _init(self, nid: str) -> Callable[[], Awaitable[None]]:
+        async def init() -> None:
+            boot = self.boots[nid] = self.boots.get(nid, -1) + 1
+            raft, server = build(self.config(nid, boot))
+            self.rafts[nid], self.servers[nid] = raft, server
+            self.every_server.append((nid, boot, server))
+            try:
+                await run_node(raft, server)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.stops.append(NodeStop(nid, boot, self.sim.now, exc))
+                raise
+
+        return init
+
+    def running(self, nid: str) -> bool:
+        raft = self.rafts.get(nid)
+        return self.nodes[nid].alive and raft is not None and raft.running
+
+    def alive(self) -> list[str]:
+        return [nid for nid in self.ids if self.running(nid)]
+
+    def leader(self) -> str | None:
+        """The running leader of the highest term (None: no running node leads)."""
+        leaders = [n for n in self.alive() if self.rafts[n].core.role_name == "leader"]
+        return max(leaders, key=lambda n: self.rafts[n].core.term) if leaders else None
+
+    def members(self) -> tuple[list[str], list[str]]:
+        """(voters, learners) as the current leader sees them; the initial voters if none."""
+        lead = self.leader()
+        if lead is None:
+            return list(self.initial_voters), []
+        status = self.rafts[lead].status()
+        return sorted(status["voters"]), sorted(status["learners"])
+
+    def agreed_leader(self) -> str | None:
+        """A leader that every running voter follows in its term (None: not yet)."""
+        lead = self.leader()
+        if lead is None:
+            return None
+        term = self.rafts[lead].core.term
+        voters, _ = self.members()
+        for nid in voters:
+            if not self.running(nid):
+                return None
+            core = self.rafts[nid].core
+            if core.leader != lead or core.term != term:
+                return None
+        return lead
+
+    def converged(self) -> bool:
+        """Every member up and applied up to the agreed leader's last index."""
+        lead = self.agreed_leader()
+        if lead is None:
+            return False
+        voters, learners = self.members()
+        target = self.rafts[lead].core.last_index
+        return all(
+            self.running(n) and self.rafts[n].core.applied >= target for n in voters + learners
+        )
+
+    async def until(self, cond: Callable[[], bool], timeout_s: float) -> bool:
+        """Poll `cond` on the virtual clock; False when `timeout_s` passed first."""
+        deadline = self.sim.now + timeout_s
+        while not cond():
+            if self.sim.now >= deadline:
+                return False
+            await asyncio.sleep(POLL_S)
+        return True
+
+    # --- clients -------------------------------------------------------------------------------
+
+    def redis(self, nid: str, **kwargs: Any) -> redis.asyncio.Redis:
+        """A redis-py asyncio client of node `nid` that never retries (build it on a client)."""
+        options: dict[str, Any] = {
+            "host": self.ips[nid],
+            "port": CLIENT_PORT,
+            "retry": no_retry(),
+            "socket_timeout": ADMIN_TIMEOUT_S,
+            "socket_connect_timeout": 2.0,
+        }
+        options.update(kwargs)
+        return redis.asyncio.Redis(**options)
+
+    async def on_client(self, coro: Coroutine[Any, Any, T], k: int = 0) -> T:
+        return await self.clients[k].spawn(coro)
+
+    async def command(self, nid: str, *args: Any, k: int = 0) -> Any:
+        """One command through a fresh client of `nid`, run on client host `k`: the reply, or
+        the exception it raised (an error reply, a timeout, a reset), never raised."""
+
+        async def run() -> Any:
+            client = self.redis(nid)
+            try:
+                return await client.execute_command(*args)  # type: ignore[no-untyped-call]
+            except (redis.exceptions.RedisError, OSError) as exc:
+                return exc
+            finally:
+                await client.aclose()
+
+        return await self.on_client(run(), k)
+
+    async def digests(self) -> dict[str, tuple[int, str]]:
+        """RAFT.DIGEST of every running member, through its client port."""
+        voters, learners = self.members()
+        out: dict[str, tuple[int, str]] = {}
+        for nid in voters + learners:
+            reply = await self.command(nid, "RAFT.DIGEST")
+            if isinstance(reply, bytes):
+                parsed = json.loads(reply)
+                out[nid] = (int(parsed["applied_index"]), str(parsed["digest"]))
+        return out
+
+    def node(self, nid: str) -> Node:
+        return self.nodes[nid]

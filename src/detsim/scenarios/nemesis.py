@@ -1,0 +1,564 @@
+"""Nemeses: fault schedules for the store, one function per fault family.
+
+FAULT MODEL. A nemesis runs during the safety phase only, draws every choice from its own
+seeded stream (`Faults.rng`), and leaves behind nothing that `Faults.quiesce` cannot undo.
+Each family below is `async def family(faults) -> None`: it acts every `faults.interval()`
+seconds until `faults.until_s`, and it undoes its own fault before the next one (except where
+overlapping faults are the point). Families may run concurrently (a combined nemesis); they
+share one `Faults`, which tracks what is down, paused, skewed or on a faulty disk.
+
+What a nemesis may do, and the store's stated assumptions it respects:
+- network: partitions (any split), one-way clogs, clogs of single links, latency changes. TCP
+  segments are held across a cut, never lost (the simulator's TCP; NetConfig.loss touches UDP
+  only), so "packet loss" for the store is short, frequent clogs of single links (held
+  segments, retransmission delays) and resets when a hold passes NetConfig.stream_timeout;
+- processes: kill (process crash), crash (power loss: unsynced data lost or torn), pause (a
+  GC pause: stop-the-world), restart;
+- clocks: offset and drift (|drift| <= 0.5), on any node;
+- disks (one node at a time, `faults.disk_victims` records it): a full disk, slow fsync,
+  bit flips on read. A node may stop on a disk fault (fail-stop is the store's answer to a
+  storage error it cannot mask); the checks allow that on these nodes only, and the liveness
+  phase restarts it on a healthy disk. Power loss of every node at once is allowed (the
+  store persists before it acknowledges): acknowledged writes must survive it;
+- membership: RAFT.ADDLEARNER / PROMOTE / REMOVE / TRANSFER through a client; a removed node
+  is stopped for good (`faults.retired`) and forgotten by the invariant checker.
+
+`quiesce` turns everything off for the liveness phase: heal, latency back to the base profile,
+resume, restart every down node that is still a member, clocks and disks back to normal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import random
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+import detsim.sim.trace as trace
+from detsim.scenarios.cluster import RAFT_PORT, StoreCluster
+from detsim.sim.config import DiskConfig
+
+MAX_ACTIONS: Final = 10_000  # nemesis actions per run (a loop bound; runs need far fewer)
+#: Longer than the election timeout (10-20 ticks of 0.1 s): a paused leader is deposed.
+GC_PAUSE_S: Final = (2.5, 6.0)
+LATENCY_SPIKE_S: Final = ((0.05, 0.2), (0.2, 0.8), (0.5, 1.5))
+CLOG_BLIP_S: Final = (0.05, 0.6)  # a "lost packet": a link held this long
+MAX_CLOCK_OFFSET_S: Final = 30.0
+MAX_DRIFT: Final = 0.4
+SLOW_FSYNC_S: Final = (0.02, 0.4)
+READ_CORRUPTION_P: Final = (0.001, 0.02)
+DISK_FULL_MARGIN_BYTES: Final = (0, 256 * 1024)  # capacity = bytes in use + this
+TORN_TAIL_WEIGHTS: Final = (0.2, 0.3, 1.0)  # keep / lose / tear: mostly torn at a crash
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Pace:
+    """How often and how long: drawn from the seed (scenario options)."""
+
+    interval_s: tuple[float, float]  # between two actions of one family
+    hold_s: tuple[float, float]  # how long one fault lasts
+
+
+class Faults:
+    """What every family shares: the world, the pace, the stream, and what to undo."""
+
+    def __init__(
+        self,
+        cluster: StoreCluster,
+        rng: random.Random,
+        pace: Pace,
+        until_s: float,
+        base_latency_s: tuple[float, float],
+    ) -> None:
+        self.cluster, self.sim = cluster, cluster.sim
+        self.rng, self.pace, self.until_s = rng, pace, until_s
+        self.base_latency_s = base_latency_s
+        self.down: set[str] = set()  # killed or crashed, restart due
+        self.paused: set[str] = set()
+        self.skewed: set[str] = set()
+        self.disk_victims: set[str] = set()  # nodes whose disk was faulty (stops allowed)
+        self.retired: set[str] = set()  # removed from the cluster and stopped for good
+        self.actions = 0
+
+    # --- helpers -------------------------------------------------------------------------------
+
+    def active(self) -> bool:
+        return self.sim.now < self.until_s and self.actions < MAX_ACTIONS
+
+    async def wait(self, span_s: tuple[float, float]) -> None:
+        """Sleep a drawn span, cut short at the end of the phase."""
+        delay = self.rng.uniform(*span_s)
+        await asyncio.sleep(max(0.0, min(delay, self.until_s - self.sim.now)))
+
+    def act(self, what: str, **fields: object) -> None:
+        self.actions += 1
+        trace.event("nemesis", what=what, **fields)
+
+    def members(self) -> list[str]:
+        voters, learners = self.cluster.members()
+        return [n for n in voters + learners if n not in self.retired]
+
+    def leader_or_any(self) -> str:
+        lead = self.cluster.leader()
+        return lead if lead is not None else self.rng.choice(self.members())
+
+    def up(self) -> list[str]:
+        return [n for n in self.members() if n not in self.down and n not in self.paused]
+
+    def stop(self, nid: str, power_loss: bool) -> None:
+        (self.sim.crash if power_loss else self.sim.kill)(nid)
+        self.down.add(nid)
+        self.act("crash" if power_loss else "kill", node=nid)
+
+    def start(self, nid: str) -> None:
+        self.down.discard(nid)
+        if nid not in self.retired:
+            self.sim.restart(nid)
+            self.act("restart", node=nid)
+
+    async def periodically(self, action: Callable[[], Awaitable[None]]) -> None:
+        """Run `action` every drawn interval until the phase ends."""
+        while self.active():
+            await self.wait(self.pace.interval_s)
+            if self.active():
+                await action()
+
+    def quiesce(self) -> None:
+        """Faults off: the liveness phase begins (see the module header)."""
+        net = self.sim.net
+        net.heal()
+        net.set_latency(*self.base_latency_s)
+        for nid in sorted(self.paused):
+            self.sim.resume(nid)
+        for nid in sorted(self.skewed):
+            self.sim.set_clock(nid, 0.0, 0.0)
+        for nid in sorted(self.disk_victims):
+            self.sim.set_disk(nid, DiskConfig())
+        for nid in self.cluster.ids:
+            if nid not in self.retired and not self.sim.node(nid).alive:
+                self.sim.restart(nid)
+        self.paused.clear()
+        self.skewed.clear()
+        self.down.clear()
+        trace.event("nemesis", what="quiesce")
+
+
+def _split(nodes: list[str], first_size: int) -> tuple[list[str], list[str]]:
+    return nodes[:first_size], nodes[first_size:]
+
+
+# --- network -------------------------------------------------------------------------------------
+
+
+async def partition_leader(f: Faults) -> None:
+    """The leader alone on one side; everyone else on the other."""
+
+    async def once() -> None:
+        lead = f.leader_or_any()
+        others = [n for n in f.cluster.ids if n != lead]
+        f.sim.net.partition([lead], others)
+        f.act("partition", groups=[[lead], others])
+        await f.wait(f.pace.hold_s)
+        f.sim.net.heal()
+        f.act("heal")
+
+    await f.periodically(once)
+
+
+async def partition_minority(f: Faults) -> None:
+    """A random minority (not always with the leader) cut from the majority."""
+
+    async def once() -> None:
+        nodes = list(f.cluster.ids)
+        f.rng.shuffle(nodes)
+        minority, majority = _split(nodes, f.rng.randint(1, max(1, (len(f.members()) - 1) // 2)))
+        f.sim.net.partition(minority, majority)
+        f.act("partition", groups=[minority, majority])
+        await f.wait(f.pace.hold_s)
+        f.sim.net.heal()
+        f.act("heal")
+
+    await f.periodically(once)
+
+
+async def partition_majority(f: Faults) -> None:
+    """The leader kept with a minority: the majority, on the other side, must elect anew."""
+
+    async def once() -> None:
+        lead = f.leader_or_any()
+        others = [n for n in f.cluster.ids if n != lead]
+        f.rng.shuffle(others)
+        with_leader = (len(f.members()) - 1) // 2 - 1
+        side = [lead, *others[: max(0, with_leader)]]
+        rest = [n for n in f.cluster.ids if n not in side]
+        f.sim.net.partition(side, rest)
+        f.act("partition", groups=[side, rest])
+        await f.wait(f.pace.hold_s)
+        f.sim.net.heal()
+        f.act("heal")
+
+    await f.periodically(once)
+
+
+async def bridge(f: Faults) -> None:
+    """Two halves that cannot talk, and one node (the bridge) that sees both (Jepsen's bridge)."""
+
+    async def once() -> None:
+        nodes = list(f.cluster.ids)
+        f.rng.shuffle(nodes)
+        middle, rest = nodes[0], nodes[1:]
+        left, right = _split(rest, len(rest) // 2)
+        for a in left:
+            for b in right:
+                f.sim.net.clog(a, b)
+                f.sim.net.clog(b, a)
+        f.act("bridge", bridge=middle, left=left, right=right)
+        await f.wait(f.pace.hold_s)
+        f.sim.net.heal()
+        f.act("heal")
+
+    await f.periodically(once)
+
+
+async def one_way_clog(f: Faults) -> None:
+    """Traffic one way only: the leader hears its followers but they do not hear it (or the
+    reverse), or one random link in one direction."""
+
+    async def once() -> None:
+        lead = f.leader_or_any()
+        others = [n for n in f.cluster.ids if n != lead]
+        shape = f.rng.choice(("leader_out", "leader_in", "link"))
+        links = (
+            [(lead, o) for o in others]
+            if shape == "leader_out"
+            else [(o, lead) for o in others]
+            if shape == "leader_in"
+            else [tuple(f.rng.sample(f.cluster.ids, 2))]
+        )
+        for src, dst in links:
+            f.sim.net.clog(src, dst)
+        f.act("clog", shape=shape, links=[list(link) for link in links])
+        await f.wait(f.pace.hold_s)
+        f.sim.net.heal()
+        f.act("heal")
+
+    await f.periodically(once)
+
+
+async def flapping(f: Faults) -> None:
+    """Partitions that change every fraction of a second: a new random split, or healed."""
+    while f.active():
+        await f.wait((0.1, 1.0))
+        if not f.active():
+            break
+        nodes = list(f.cluster.ids)
+        f.rng.shuffle(nodes)
+        if f.rng.random() < 0.3:
+            f.sim.net.heal()
+            f.act("heal")
+        else:
+            a, b = _split(nodes, f.rng.randint(1, len(nodes) - 1))
+            f.sim.net.heal()
+            f.sim.net.partition(a, b)
+            f.act("partition", groups=[a, b])
+
+
+async def lossy_links(f: Faults) -> None:
+    """Packet loss as TCP sees it: many short clogs of single links (held, then delivered)."""
+    while f.active():
+        await f.wait((0.02, 0.3))
+        if not f.active():
+            break
+        src, dst = f.rng.sample(f.cluster.ids, 2)
+        f.sim.net.clog(src, dst)
+        f.act("clog", links=[[src, dst]])
+        asyncio.get_running_loop().call_later(
+            f.rng.uniform(*CLOG_BLIP_S), f.sim.net.unclog, src, dst
+        )
+
+
+async def latency_spikes(f: Faults) -> None:
+    """Latency jumps (everywhere, or on the leader's links) and falls back."""
+
+    async def once() -> None:
+        spike = f.rng.choice(LATENCY_SPIKE_S)
+        if f.rng.random() < 0.5:
+            f.sim.net.set_latency(*spike)
+            f.act("latency", latency_s=list(spike))
+        else:
+            lead = f.leader_or_any()
+            for other in f.cluster.ids:
+                if other != lead:
+                    f.sim.net.set_latency(*spike, src=lead, dst=other)
+            f.act("latency", latency_s=list(spike), node=lead)
+        await f.wait(f.pace.hold_s)
+        f.sim.net.set_latency(*f.base_latency_s)
+        for a in f.cluster.ids:  # per-link settings override the global one: reset them too
+            for b in f.cluster.ids:
+                if a != b:
+                    f.sim.net.set_latency(*f.base_latency_s, src=a, dst=b)
+        f.act("latency", latency_s=list(f.base_latency_s))
+
+    await f.periodically(once)
+
+
+# --- processes -----------------------------------------------------------------------------------
+
+
+async def _stop_leader(f: Faults, power_loss: bool) -> None:
+    async def once() -> None:
+        lead = f.leader_or_any()
+        if lead in f.down or not f.sim.node(lead).alive:
+            return
+        f.stop(lead, power_loss)
+        await f.wait(f.pace.hold_s)
+        f.start(lead)
+
+    await f.periodically(once)
+
+
+async def kill_leader(f: Faults) -> None:
+    """The leader's process crashes (page cache kept), again and again; restarted after a hold."""
+    await _stop_leader(f, power_loss=False)
+
+
+async def crash_leader(f: Faults) -> None:
+    """The leader loses power (unsynced data lost or torn), again and again."""
+    await _stop_leader(f, power_loss=True)
+
+
+async def power_loss_all(f: Faults) -> None:
+    """Every node loses power at once; all boot again after a hold."""
+
+    async def once() -> None:
+        nodes = [n for n in f.members() if f.sim.node(n).alive]
+        for nid in nodes:
+            f.stop(nid, power_loss=True)
+        await f.wait(f.pace.hold_s)
+        for nid in nodes:
+            f.start(nid)
+
+    await f.periodically(once)
+
+
+async def rolling_restart(f: Faults) -> None:
+    """Restart the members one by one (kill, boot), waiting for each to rejoin a leader."""
+    while f.active():
+        for nid in f.members():
+            if not f.active():
+                return
+            if nid in f.down or nid in f.paused:
+                continue
+            f.stop(nid, power_loss=f.rng.random() < 0.5)
+            await f.wait((0.1, 1.0))
+            f.start(nid)
+            await f.cluster.until(lambda: f.cluster.agreed_leader() is not None, 10.0)
+            await f.wait(f.pace.interval_s)
+
+
+async def gc_pause_leader(f: Faults) -> None:
+    """The leader stops the world for longer than the election timeout, then resumes (a deposed
+    leader that wakes up believing it still leads)."""
+
+    async def once() -> None:
+        lead = f.leader_or_any()
+        if lead in f.down or lead in f.paused or not f.sim.node(lead).alive:
+            return
+        f.sim.pause(lead)
+        f.paused.add(lead)
+        f.act("pause", node=lead)
+        await f.wait(GC_PAUSE_S)
+        if lead in f.paused:
+            f.sim.resume(lead)
+            f.paused.discard(lead)
+            f.act("resume", node=lead)
+
+    await f.periodically(once)
+
+
+async def clock_skew(f: Faults) -> None:
+    """Clocks jump (offset) and run fast or slow (drift) on random nodes, the leader included."""
+
+    async def once() -> None:
+        nid = f.leader_or_any() if f.rng.random() < 0.5 else f.rng.choice(f.cluster.ids)
+        offset = f.rng.uniform(-MAX_CLOCK_OFFSET_S, MAX_CLOCK_OFFSET_S)
+        drift = f.rng.uniform(-MAX_DRIFT, MAX_DRIFT)
+        f.sim.set_clock(nid, offset, drift)
+        f.skewed.add(nid)
+        f.act("clock", node=nid, offset_s=round(offset, 3), drift=round(drift, 3))
+
+    await f.periodically(once)
+
+
+# --- disks (one node) ---------------------------------------------------------------------------
+
+
+def _disk_victim(f: Faults) -> str:
+    """The node whose disk turns bad: the first drawn one stays the victim for the run."""
+    if not f.disk_victims:
+        f.disk_victims.add(f.leader_or_any() if f.rng.random() < 0.5 else f.rng.choice(f.members()))
+    return min(f.disk_victims)
+
+
+async def _disk_fault(f: Faults, config: Callable[[str], DiskConfig], restart_p: float) -> None:
+    """Turn `config` on for a hold, off for an interval; sometimes restart the node (a restart
+    reads the whole log: where read faults bite). A node that stopped on the fault is booted
+    again on a healthy disk after the hold."""
+    nid = _disk_victim(f)
+    while f.active():
+        bad = config(nid)
+        f.sim.set_disk(nid, bad)
+        f.act("disk", node=nid, **bad.as_dict())
+        if f.rng.random() < restart_p and f.sim.node(nid).alive and nid not in f.paused:
+            f.stop(nid, power_loss=f.rng.random() < 0.5)
+            f.start(nid)
+        await f.wait(f.pace.hold_s)
+        f.sim.set_disk(nid, DiskConfig())
+        f.act("disk", node=nid, healthy=True)
+        if not f.sim.node(nid).alive or not f.cluster.running(nid):
+            f.start(nid)
+        await f.wait(f.pace.interval_s)
+
+
+async def disk_full(f: Faults) -> None:
+    """One node's disk fills up: writes past its capacity raise ENOSPC."""
+
+    def config(nid: str) -> DiskConfig:
+        used = f.sim.node(nid).disk.used_bytes
+        return DiskConfig(capacity=used + f.rng.randint(*DISK_FULL_MARGIN_BYTES))
+
+    await _disk_fault(f, config, restart_p=0.3)
+
+
+async def slow_fsync(f: Faults) -> None:
+    """One node's fsyncs take tenths of a second (a dying disk, a noisy neighbour)."""
+    await _disk_fault(f, lambda _: DiskConfig(fsync_latency=f.rng.uniform(*SLOW_FSYNC_S)), 0.0)
+
+
+async def read_corruption(f: Faults) -> None:
+    """One node's reads return flipped bits now and then; it restarts often (reading its log)."""
+    await _disk_fault(
+        f, lambda _: DiskConfig(read_corruption=f.rng.uniform(*READ_CORRUPTION_P)), 0.8
+    )
+
+
+async def torn_tail(f: Faults) -> None:
+    """One node loses power again and again with most unsynced tails torn mid-record."""
+    nid = _disk_victim(f)
+    f.sim.set_disk(nid, DiskConfig(crash_weights=TORN_TAIL_WEIGHTS))
+    f.act("disk", node=nid, crash_weights=list(TORN_TAIL_WEIGHTS))
+
+    async def once() -> None:
+        if nid in f.down or nid in f.paused or not f.sim.node(nid).alive:
+            return
+        f.stop(nid, power_loss=True)
+        await f.wait((0.1, 1.0))
+        f.start(nid)
+
+    await f.periodically(once)
+
+
+# --- snapshots and membership ---------------------------------------------------------------
+
+
+async def isolate_follower(f: Faults) -> None:
+    """A follower cut off long enough to fall behind a compaction (scenarios with a small
+    snapshot threshold): on heal it catches up by snapshot install, under new partitions."""
+
+    async def once() -> None:
+        lead = f.leader_or_any()
+        followers = [n for n in f.members() if n != lead]
+        if not followers:
+            return
+        victim = f.rng.choice(followers)
+        f.sim.net.partition([victim], [n for n in f.cluster.ids if n != victim])
+        f.act("partition", groups=[[victim]])
+        await f.wait((f.pace.hold_s[1], 2 * f.pace.hold_s[1]))
+        f.sim.net.heal()
+        f.act("heal")
+
+    await f.periodically(once)
+
+
+async def _admin(f: Faults, *args: str) -> bool:
+    """One admin command at the leader (or anyone): True when it answered OK."""
+    target = f.leader_or_any()
+    reply = await f.cluster.command(target, *args)
+    ok = reply in (b"OK", "OK", True)
+    f.act("admin", command=" ".join(args), at=target, ok=ok, reply=str(reply)[:80])
+    return ok
+
+
+def _retire(f: Faults, nid: str) -> None:
+    """A removed member stops for good and leaves the invariant checker's bookkeeping."""
+    f.retired.add(nid)
+    f.down.discard(nid)
+    if nid in f.paused:
+        f.paused.discard(nid)
+        f.sim.resume(nid)
+    if f.sim.node(nid).alive:
+        f.sim.kill(nid)
+    f.cluster.invariants.forget_node(nid)
+    f.act("retire", node=nid)
+
+
+async def membership_churn(f: Faults) -> None:
+    """Add a spare as learner, promote it, remove a voter (sometimes the leader): the voter
+    count stays at its initial size, the removed node is retired. Other families' faults go on
+    at the same time in combined nemeses."""
+    spares = [n for n in f.cluster.spares]
+
+    async def once() -> None:
+        voters, learners = f.cluster.members()
+        if learners:
+            await _admin(f, "RAFT.PROMOTE", learners[0])
+        elif len(voters) > len(f.cluster.initial_voters) and f.cluster.agreed_leader():
+            candidates = [v for v in voters if v not in f.down]
+            victim = f.leader_or_any() if f.rng.random() < 0.3 else f.rng.choice(candidates)
+            if await _admin(f, "RAFT.REMOVE", victim):
+                _retire(f, victim)
+        elif spares:
+            nid = spares.pop(0)
+            await _admin(f, "RAFT.ADDLEARNER", nid, f"{f.cluster.ips[nid]}:{RAFT_PORT}")
+
+    await f.periodically(once)
+
+
+async def remove_leader(f: Faults) -> None:
+    """The leader is removed from the cluster (it hands over and leaves); a spare replaces it."""
+    spares = [n for n in f.cluster.spares]
+
+    async def once() -> None:
+        voters, learners = f.cluster.members()
+        if learners:
+            await _admin(f, "RAFT.PROMOTE", learners[0])
+        elif len(voters) >= len(f.cluster.initial_voters) and f.cluster.agreed_leader() and spares:
+            lead = f.leader_or_any()
+            if await _admin(f, "RAFT.REMOVE", lead):
+                _retire(f, lead)
+                nid = spares.pop(0)
+                await _admin(f, "RAFT.ADDLEARNER", nid, f"{f.cluster.ips[nid]}:{RAFT_PORT}")
+
+    await f.periodically(once)
+
+
+async def transfer_leadership(f: Faults) -> None:
+    """RAFT.TRANSFER to a random other voter, over and over, while clients write."""
+
+    async def once() -> None:
+        voters, _ = f.cluster.members()
+        lead = f.leader_or_any()
+        targets = [v for v in voters if v != lead and v not in f.retired]
+        if targets:
+            await _admin(f, "RAFT.TRANSFER", f.rng.choice(targets))
+
+    await f.periodically(once)
+
+
+async def calm(f: Faults) -> None:
+    """No faults: the baseline (the workload and the checks alone)."""
+    await f.wait((f.until_s - f.sim.now, f.until_s - f.sim.now))
+
+
+Family = Callable[[Faults], Awaitable[None]]

@@ -1,0 +1,62 @@
+"""The scenario checks have teeth: each flags the damage it exists for."""
+
+from __future__ import annotations
+
+from detsim.check.history import Event
+from detsim.scenarios import checks
+from detsim.scenarios.workload import Appends
+
+
+def _appends() -> Appends:
+    appends = Appends()
+    for token in ("0.1;", "0.2;", "1.1;"):
+        appends.attempted[token] = "a0"
+    appends.acked["0.1;"] = "a0"
+    appends.acked["1.1;"] = "a0"
+    return appends
+
+
+def test_durability_passes_when_every_acked_append_is_there_once() -> None:
+    final = {"n1": {"a0": "0.1;1.1;"}, "n2": {"a0": "0.1;0.2;1.1;"}}
+    assert checks.durability(_appends(), final, ["a0"]) == []
+
+
+def test_durability_flags_a_lost_acknowledged_append() -> None:
+    lines = checks.durability(_appends(), {"n1": {"a0": "0.1;"}}, ["a0"])
+    assert len(lines) == 1 and "missing at n1" in lines[0] and "1.1;" in lines[0]
+
+
+def test_durability_flags_an_append_applied_twice_and_an_invented_one() -> None:
+    lines = checks.durability(_appends(), {"n2": {"a0": "0.1;1.1;1.1;9.9;"}}, ["a0"])
+    assert any("applied twice" in line and "1.1;" in line for line in lines)
+    assert any("never-attempted" in line and "9.9;" in line for line in lines)
+
+
+def test_durability_flags_a_member_that_did_not_answer() -> None:
+    lines = checks.durability(_appends(), {"n3": {}}, ["a0"])
+    assert lines == ["durability: no final read of 'a0' at n3 with faults off"]
+
+
+def test_convergence_flags_different_digests_and_silent_members() -> None:
+    same = {"n1": (10, "abc"), "n2": (10, "abc")}
+    assert checks.convergence(same, ["n1", "n2"]) == []
+    differ = {"n1": (10, "abc"), "n2": (10, "abd")}
+    assert "members differ" in checks.convergence(differ, ["n1", "n2"])[0]
+    assert "no RAFT.DIGEST from ['n3']" in checks.convergence(same, ["n1", "n2", "n3"])[0]
+
+
+def _ev(index: int, process: int, etype: str, f: str, value: object) -> Event:
+    return Event(index, index, process, etype, f, "r0", value, None)
+
+
+def test_linearizability_flags_a_stale_read() -> None:
+    history = [
+        _ev(0, 0, "invoke", "put", "1"),
+        _ev(1, 0, "ok", "put", None),
+        _ev(2, 1, "invoke", "get", None),
+        _ev(3, 1, "ok", "get", None),  # the acknowledged put is gone
+    ]
+    lines, result = checks.linearizability(history)
+    assert result.linearizable is False and lines[0].startswith("not linearizable: key 'r0'")
+    good = [*history[:3], _ev(3, 1, "ok", "get", "1")]
+    assert checks.linearizability(good)[0] == []
