@@ -164,8 +164,8 @@ def serve_args(
     join: bool = False,
     extra: Sequence[str] = (),
 ) -> list[str]:
-    """`detsim serve` arguments for `spec` in `cluster` (its peers: every other spec; a
-    joining node has no initial peers but knows every client port)."""
+    """`detsim serve` arguments for `spec` in `cluster`: its peers are every other spec (a
+    joining node accepts their Raft connections while it waits to be added)."""
 
     def address(addr: Address) -> str:
         return f"{addr[0]}:{addr[1]}"
@@ -175,8 +175,7 @@ def serve_args(
     for other in cluster:
         if other.node_id == spec.node_id:
             continue
-        if not join:
-            args += ["--peer", f"{other.node_id}={address(other.raft_addr)}"]
+        args += ["--peer", f"{other.node_id}={address(other.raft_addr)}"]
         args += ["--peer-client", f"{other.node_id}={address(other.client_addr)}"]
     if secret_path is not None:
         args += ["--secret-file", str(secret_path)]
