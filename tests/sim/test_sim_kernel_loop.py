@@ -15,6 +15,7 @@ import pytest
 
 from detsim.sim.kernel import loop as kernel_loop
 from detsim.sim.kernel import runtime
+from detsim.sim.kernel.boot import MIN_TASKS_PRUNE_AT
 from detsim.sim.kernel.clock import NodeClock
 from detsim.sim.kernel.errors import (
     BoundExceeded,
@@ -227,3 +228,30 @@ def test_a_plugged_world_answers_the_loops_io_and_hears_the_thread_enter_and_lea
     ]
     with pytest.raises(AssertionError, match="one world"):
         loop.plug(_World())
+
+
+def test_finished_tasks_leave_the_boots_table_in_bulk(loop):
+    boot = loop.supervisor_boot
+    sizes = []
+
+    async def short():
+        await asyncio.sleep(0)
+
+    async def main():
+        for _ in range(5_000):
+            await loop.create_task(short())
+            sizes.append(len(boot.tasks))
+
+    loop.run_until_complete(main())
+    assert max(sizes) <= MIN_TASKS_PRUNE_AT  # one live task at a time: pruned at the minimum
+
+
+def test_debug_mode_keeps_asyncios_own_checks_and_tracebacks(loop):
+    loop.set_debug(True)
+
+    async def main():
+        handle = loop.call_soon(lambda: None)
+        await asyncio.sleep(0)
+        return handle._source_traceback
+
+    assert loop.run_until_complete(main())  # asyncio's debug path recorded where it was made

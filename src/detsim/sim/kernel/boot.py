@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import collections
 import contextvars
-import weakref
 from asyncio import Future, Handle, Task
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +29,8 @@ if TYPE_CHECKING:
 BOOT: contextvars.ContextVar[Boot] = contextvars.ContextVar("detsim_boot")
 
 MAX_DEFERRED_CALLBACKS = 1_000_000  # callbacks a paused node may accumulate before we give up
+MAX_LIVE_TASKS = 1_000_000  # unfinished tasks of one boot
+MIN_TASKS_PRUNE_AT = 1_024  # finished tasks are dropped when the table reaches twice the live ones
 
 
 class Boot:
@@ -47,6 +48,7 @@ class Boot:
         "node",
         "node_clock",
         "paused",
+        "prune_at",
         "spawned",
         "task_seq",
         "tasks",
@@ -61,7 +63,11 @@ class Boot:
         self.alive = True
         self.paused = False
         self.deferred: collections.deque[Handle] = collections.deque()
-        self.tasks: weakref.WeakValueDictionary[int, Task[Any]] = weakref.WeakValueDictionary()
+        # Every task of the boot by number, held strongly (a pending task is never collected
+        # at a time garbage collection picks: its fate is the run's), finished ones dropped in
+        # bulk by `add_task` (a plain dict: a weak one cost a Python-level call per task).
+        self.tasks: dict[int, Task[Any]] = {}
+        self.prune_at = MIN_TASKS_PRUNE_AT
         self.task_seq = 0
         self.main_task: Task[Any] | None = None  # init: held strongly, like a process's main
         # Supervisor-side futures of spawned tasks still running (by task number), to fail with
@@ -74,6 +80,20 @@ class Boot:
     def __repr__(self) -> str:
         state = "alive" if self.alive else "dead"
         return f"<Boot {self.label} {state}{' paused' if self.paused else ''}>"
+
+    def add_task(self, task: Task[Any]) -> int:
+        """Keep `task` (until it finishes and the next prune); return its number on this boot."""
+        if len(self.tasks) >= self.prune_at:
+            self.tasks = {n: t for n, t in self.tasks.items() if not t.done()}
+            if len(self.tasks) >= MAX_LIVE_TASKS:
+                raise BoundExceeded(
+                    f"{self.label} has {MAX_LIVE_TASKS} unfinished tasks: something creates "
+                    "tasks without end"
+                )
+            self.prune_at = max(MIN_TASKS_PRUNE_AT, 2 * len(self.tasks))
+        self.task_seq += 1
+        self.tasks[self.task_seq] = task
+        return self.task_seq
 
     def defer(self, handle: Handle) -> None:
         if len(self.deferred) >= MAX_DEFERRED_CALLBACKS:

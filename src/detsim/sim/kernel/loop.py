@@ -58,6 +58,28 @@ _MIN_SCHEDULED_TIMER_HANDLES = 100
 _MIN_CANCELLED_TIMER_HANDLES_FRACTION = 0.5
 
 
+class _Handle(events.Handle):
+    """asyncio's Handle, built without asking the loop for its debug flag per callback (the
+    loop builds these only when not in debug mode, see `call_soon`)."""
+
+    __slots__ = ()
+
+    def __init__(
+        self,
+        callback: Callable[..., object],
+        args: tuple[Any, ...],
+        loop: asyncio.AbstractEventLoop,
+        context: contextvars.Context | None,
+    ) -> None:
+        self._context = contextvars.copy_context() if context is None else context
+        self._loop = loop
+        self._callback = callback
+        self._args = args
+        self._cancelled = False
+        self._repr = None
+        self._source_traceback = None
+
+
 def _unsupported(what: str) -> NoReturn:
     raise SimulationError(f"{what} is not simulated: it would reach the real OS")
 
@@ -75,6 +97,9 @@ class SimLoop(asyncio.BaseEventLoop):
     _timer_cancelled_count: int
     _stopping: bool
     _check_closed: Callable[[], None]
+    _task_factory: Any
+    _debug: bool
+    _closed: bool
 
     def __init__(self, seed: int, time_limit_s: float, trace: Trace) -> None:
         super().__init__()
@@ -176,14 +201,42 @@ class SimLoop(asyncio.BaseEventLoop):
         """Schedule simulator machinery (never paused or killed) at a global time."""
         self._timer_at(global_when, callback, args, self.kernel_boot.context)
 
+    def call_soon(  # type: ignore[override]
+        self,
+        callback: Callable[..., object],
+        *args: Any,
+        context: contextvars.Context | None = None,
+    ) -> events.Handle:
+        # BaseEventLoop.call_soon and _call_soon in one frame: every task step comes through
+        # here (sleep(0) switches are nothing else). Debug mode keeps asyncio's own checks.
+        if self._debug:
+            return super().call_soon(callback, *args, context=context)
+        if self._closed:
+            raise RuntimeError("Event loop is closed")
+        handle = _Handle(callback, args, self, context)
+        self._ready.append(handle)
+        return handle
+
+    def _call_soon(
+        self,
+        callback: Callable[..., object],
+        args: tuple[Any, ...],
+        context: contextvars.Context | None,
+    ) -> events.Handle:
+        if self._debug:
+            return super()._call_soon(callback, args, context)  # type: ignore[misc, no-any-return]
+        handle = _Handle(callback, args, self, context)
+        self._ready.append(handle)
+        return handle
+
     def kernel_soon(self, callback: Callable[..., object], *args: Any) -> None:
-        self._call_soon(callback, args, self.kernel_boot.context)  # type: ignore[attr-defined]
+        self._call_soon(callback, args, self.kernel_boot.context)
 
     def soon_in(
         self, ctx: contextvars.Context, callback: Callable[..., object], *args: Any
     ) -> None:
         """Run `callback` in `ctx`, on its boot: dropped if the boot dies, held while paused."""
-        self._call_soon(callback, args, ctx)  # type: ignore[attr-defined]
+        self._call_soon(callback, args, ctx)
 
     def _purge_cancelled_timers(self) -> None:
         sched: list[asyncio.TimerHandle] = self._scheduled
@@ -349,15 +402,20 @@ class SimLoop(asyncio.BaseEventLoop):
         name: str | None = None,
         context: contextvars.Context | None = None,
     ) -> asyncio.Task[T]:
-        task = super().create_task(coro, name=name, context=context)
+        if self._task_factory is None and not self._debug:
+            # BaseEventLoop.create_task without its frame (the same Task, on 3.11-3.13): every
+            # task of a run is created here, and a fan-out of short tasks feels each frame.
+            self._check_closed()
+            task: asyncio.Task[T] = asyncio.Task(coro, loop=self, name=name, context=context)
+        else:
+            task = super().create_task(coro, name=name, context=context)
         default = self.default_boot
         boot = BOOT.get(default) if context is None else context.get(BOOT, default)
         if self._boots.get(boot.index) is not boot:
             # Not a live boot of this loop: another simulation's (code of it created this
             # loop), or a dead one's (a `finally` run at teardown).
             boot = default
-        boot.task_seq += 1
-        boot.tasks[boot.task_seq] = task
+        boot.add_task(task)
         return task
 
     def spawn_on(self, node: Host, coro: Coroutine[Any, Any, T]) -> asyncio.Future[T]:
