@@ -437,3 +437,12 @@ def test_eager_task_factory_on_a_node():
         return result
 
     assert sim.run(main()) == ("eager", [0, 1, 2], 2.0)
+
+
+def test_a_loop_stopped_by_mains_own_code_says_so():
+    async def main():
+        asyncio.get_running_loop().stop()
+        await asyncio.sleep(1)
+
+    with pytest.raises(RuntimeError, match="stopped before Future completed"):
+        run(main())

@@ -276,9 +276,9 @@ class Simulation:
             self.wall_seconds = entropy.real_monotonic() - started
             loop.teardown()
             loop.close()
-        if error is not None and not task.done() and type(error) is RuntimeError:
-            error = None  # "stopped before Future completed": a failure below stopped the loop
         failures = self._failures()
+        if failures and not task.done() and type(error) is RuntimeError:
+            error = None  # "stopped before Future completed": a failure below stopped the loop
         if error is not None and (not failures or not isinstance(error, Exception)):
             self._annotate(error)  # main's own error, a bound, or KeyboardInterrupt: as it is
             raise error
