@@ -132,6 +132,16 @@ def test_importing_the_top_package_loads_no_simulator() -> None:
     assert sim_modules_after_importing("detsim") == {"detsim": []}
 
 
+def test_the_production_seam_loads_no_simulator() -> None:
+    # detsim.raft and detsim.kv emit trace events and buggify through detsim.seam
+    assert violations_of_module(SRC / "detsim" / "seam.py", "detsim.seam") == []
+    assert sim_modules_after_importing("detsim.seam") == {"detsim.seam": []}
+
+
+def violations_of_module(path: Path, module: str) -> list[str]:
+    return [name for name in sorted(imports_of(path, module)) if name.startswith("detsim.sim")]
+
+
 @pytest.mark.parametrize("package", SIM_FREE_PACKAGES)
 def test_a_fresh_interpreter_importing_every_module_loads_no_simulator(package: str) -> None:
     modules = [module for module, _ in modules_under(SRC, package)]

@@ -9,7 +9,8 @@ bookkeeping by the caller. The kernel knows which loop runs in this thread
 Other layers of the simulator (`detsim.buggify`, the disks, the network) ask here, and only
 here, whether they are inside a simulation. `detsim.fs` must not import the simulator, so
 `enter` (called by the Simulation when a thread enters its run) installs its seam
-(`detsim.fs._seam`) and `leave` removes it. Nothing in this module imports the loop, so it is
+(`detsim.fs._seam`), and production code's (`detsim.seam`: trace events, buggify), and `leave`
+removes them. Nothing in this module imports the loop, so it is
 cheap to import from anywhere.
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any, cast
 
+from detsim import seam as production_seam
 from detsim.fs import _seam as fs_seam
 from detsim.sim.kernel import runtime as kernel_runtime
 from detsim.sim.kernel.boot import BOOT, Boot
@@ -41,7 +43,8 @@ _thread = _ThreadState()
 
 
 class _FsSeam:
-    """What detsim.fs reaches through its seam while `sim` runs in this thread."""
+    """What detsim.fs (and production code, through detsim.seam) reach while `sim` runs in
+    this thread."""
 
     __slots__ = ("_sim",)
 
@@ -57,6 +60,12 @@ class _FsSeam:
     def event(self, kind: str, fields: dict[str, Any]) -> None:
         self._sim.record(kind, **fields)
 
+    def buggify(self, p: float, filename: str, line: int) -> bool:
+        # imported here: detsim.sim.faults imports this module
+        from detsim.sim import faults
+
+        return faults.site_fires(self._sim, p, filename, line)
+
 
 def active() -> Simulation | None:
     """The simulation running in the calling thread, or None outside one."""
@@ -71,11 +80,13 @@ def enter(sim: Simulation) -> None:
     assert _thread.fs is None, "entering a simulation twice"
     _thread.fs = _FsSeam(sim)
     fs_seam.install(_thread.fs)
+    production_seam.install(_thread.fs)
 
 
 def leave(sim: Simulation) -> None:
     """The calling thread leaves `sim`'s run."""
     assert _thread.fs is not None, "leaving a simulation this thread is not in"
+    production_seam.remove(_thread.fs)
     fs_seam.remove(_thread.fs)
     _thread.fs = None
 
