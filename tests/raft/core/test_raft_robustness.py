@@ -31,6 +31,7 @@ from detsim.raft.core import (
     Heartbeat,
     HeartbeatResponse,
     Message,
+    ProposalDropped,
     ReadIndexRequest,
     ReadIndexResponse,
     RemoteProtocolError,
@@ -410,3 +411,29 @@ def test_a_bootstrap_cut_between_hard_state_and_entries_bootstraps_again() -> No
     again = Raft(make_config("1"), random.Random(1), hard_state=rd.hard_state, initial_conf=conf)
     assert again.conf == conf
     assert again.ready().entries == rd.entries
+
+
+def test_a_proposal_no_append_could_carry_is_refused() -> None:
+    """An entry bigger than one append (hence one transport frame) could never be sent and
+    would wedge every entry behind it: refused at propose (regression; found by review)."""
+    c = cluster(3)
+    leader = c.nodes["1"].core
+    limit = leader.config.max_entry_bytes
+    with pytest.raises(ProposalDropped, match="max_entry_bytes"):
+        leader.propose(b"x" * (limit + 1))
+    index = leader.propose(b"x" * limit)
+    c.stabilize()
+    assert c.nodes["3"].storage.applied >= index
+
+
+def test_transfer_back_to_the_leader_cancels_the_pending_transfer() -> None:
+    """etcd TestLeaderTransferBack: transfer_leadership(self) aborts a pending transfer, so
+    proposals are accepted again at once (regression; found by review)."""
+    c = cluster(3)
+    leader = c.nodes["1"].core
+    c.crash("3")
+    leader.transfer_leadership("3")
+    with pytest.raises(ProposalDropped, match="transfer"):
+        leader.propose(b"refused")
+    leader.transfer_leadership("1")
+    assert leader.propose(b"accepted") > 0

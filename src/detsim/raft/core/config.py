@@ -13,6 +13,8 @@ from detsim.raft.core.messages import MAX_MESSAGE_BYTES
 
 #: Room left in a frame for a message's fields around its payload (ids, terms, meta).
 MESSAGE_OVERHEAD_BYTES = 64 * 1024
+#: Room for one entry's fields around its data (term, index, kind) in an append.
+ENTRY_OVERHEAD_BYTES = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +32,9 @@ class RaftConfig:
     max_append_bytes: int = 1024 * 1024
     #: ... and at most this many entries.
     max_entries_per_append: int = 1024
+    #: A proposal's data is at most this many bytes: one entry must fit in one append (and
+    #: so in one transport frame), else it could never be replicated.
+    max_entry_bytes: int = 1024 * 1024 - 1024
     #: Snapshot bytes per SnapshotChunk; each chunk must fit in one transport frame.
     snapshot_chunk_bytes: int = 1024 * 1024
     #: Snapshot chunks sent to one follower and not yet acknowledged.
@@ -66,8 +71,11 @@ class RaftConfig:
             raise ValueError(f"snapshot_chunk_bytes must be <= {frame_room} (the frame bound)")
         if self.max_append_bytes > frame_room:
             raise ValueError(f"max_append_bytes must be <= {frame_room} (the frame bound)")
+        if self.max_entry_bytes + ENTRY_OVERHEAD_BYTES > self.max_append_bytes:
+            raise ValueError("max_entry_bytes (plus its overhead) must fit in max_append_bytes")
         for name in (
             "max_inflight_appends",
+            "max_entry_bytes",
             "max_entries_per_append",
             "max_append_bytes",
             "max_snapshot_chunks_in_flight",

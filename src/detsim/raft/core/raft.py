@@ -352,6 +352,11 @@ class Raft:
     def _check_can_propose(self, size_bytes: int) -> None:
         if self.role is not Role.LEADER:
             raise NotLeader(self.leader)
+        if size_bytes > self.config.max_entry_bytes:
+            # An entry that no append can carry (the frame bound) would wedge replication.
+            raise ProposalDropped(
+                f"entry of {size_bytes} bytes exceeds max_entry_bytes={self.config.max_entry_bytes}"
+            )
         if self._transferee is not None:
             raise ProposalDropped(f"leadership transfer to {self._transferee} in progress")
         if self._uncommitted_entries >= self.config.max_uncommitted_entries:
@@ -372,7 +377,10 @@ class Raft:
         refused meanwhile; abandoned after an election timeout."""
         if self.role is not Role.LEADER:
             raise NotLeader(self.leader)
-        if target == self.id or target == self._transferee:
+        if target == self.id:
+            self._transferee = None  # a transfer back to ourselves cancels a pending one
+            return
+        if target == self._transferee:
             return
         if target not in self.conf.voters:
             raise TransferRejected(f"{target} is not a voter")
