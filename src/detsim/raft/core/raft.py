@@ -333,6 +333,7 @@ class Raft:
         if self._pending_conf_index > self.log.committed:
             raise ConfChangeRejected("a configuration change is still uncommitted")
         check_conf_change(self.conf, change)
+        assert self._confs.last_change_index() <= self.log.committed, "two conf changes in flight"
         if change.op is ConfChangeOp.PROMOTE:
             self._check_caught_up(change.node_id)
         index = self._append_proposal(EntryKind.CONF_CHANGE, data)
@@ -865,6 +866,7 @@ class Raft:
         entries of earlier terms are committed only indirectly, the Figure 8 rule)."""
         voters = self.conf.voters
         matches = sorted((self._progress[v].match for v in voters), reverse=True)
+        assert matches[0] <= self.log.last_index(), f"match {matches[0]} past our log"
         quorum_index = matches[self._quorum() - 1]
         if quorum_index <= self.log.committed or self.log.term(quorum_index) != self.term:
             return False
