@@ -22,6 +22,8 @@ is a caller bug: RuntimeError). The redis client must not retry (redis-py retrie
 and a retried APPEND applies twice, which no history can explain): build it with
 `retry=Retry(NoBackoff(), 0)` (see `no_retry()`), else ValueError.
 Bound: a `HistoryLog` holds at most `max_events` events (RuntimeError past it).
+Inside a simulation each event is also a trace event `op` (type, process, f, key, value and
+error cut to MAX_TRACED_VALUE_CHARS), through detsim.seam, for the replay's timeline.
 """
 
 from __future__ import annotations
@@ -36,9 +38,11 @@ import redis.exceptions
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from detsim import seam
 from detsim.check.history import CAS_MISMATCH, Event, Value, write_history
 
 MAX_LOG_EVENTS: Final = 10_000_000
+MAX_TRACED_VALUE_CHARS: Final = 40  # of an op's value or error in its trace event
 _UNKNOWN_OUTCOME: Final = (
     redis.exceptions.TimeoutError,
     redis.exceptions.ConnectionError,
@@ -83,6 +87,16 @@ class HistoryLog:
             raise RuntimeError(f"history log full ({self._max_events} events)")
         event = Event(len(self.events), self._clock(), process, etype, f, key, value, error)
         self.events.append(event)
+        # For timelines (nothing outside a simulation); values cut short: they may be big.
+        seam.event(
+            "op",
+            type=etype,
+            process=process,
+            f=f,
+            key=key,
+            value=repr(value)[:MAX_TRACED_VALUE_CHARS],
+            error=None if error is None else error[:MAX_TRACED_VALUE_CHARS],
+        )
         return event
 
     def write(self, dest: str | Path | TextIO) -> int:

@@ -49,6 +49,11 @@ many bytes of msgpack {"addresses": {id: [host, port]}}, then the state machine'
 
 Bounds: the queues above, MAX_PENDING_PROPOSALS futures, MAX_PENDING_READS reads,
 MAX_SNAPSHOT_HEADER_BYTES; the core bounds uncommitted entries and its outbox.
+
+Trace events (through detsim.seam: inside a simulation only, for timelines): `raft.state`
+(role, term, leader, commit) on each change of role, term or leader; `raft.commit` every
+TRACE_COMMIT_EVERY_ENTRIES committed entries at most; `raft.snapshot_taken`,
+`raft.snapshot_installed`. Never one per message or heartbeat.
 """
 
 from __future__ import annotations
@@ -66,6 +71,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Final
 
+from detsim import seam
 from detsim.raft import codec
 from detsim.raft.core.config import RaftConfig
 from detsim.raft.core.errors import (
@@ -98,6 +104,7 @@ MAX_PENDING_PROPOSALS: Final = 20_000
 MAX_PENDING_READS: Final = 4096
 MAX_TICKS_PER_BURST: Final = 100  # a loop stalled longer than this many ticks loses the rest
 MAX_SNAPSHOT_HEADER_BYTES: Final = 1024 * 1024
+TRACE_COMMIT_EVERY_ENTRIES: Final = 64  # a trace event per this many committed entries at most
 RESTORE_CHUNK_BYTES: Final = 1024 * 1024  # reads of a snapshot from storage, to restore it
 _HEADER_LENGTH: Final = struct.Struct(">I")
 
@@ -245,6 +252,8 @@ class RaftNode:
         self._read_prefix = b""
         self._receiving: SnapshotMeta | None = None  # an incoming snapshot being staged
         self._lead: tuple[Role, int] | None = None  # (role, term) when proposals were checked
+        self._traced_state: tuple[Role, int, str | None] | None = None  # (role, term, leader)
+        self._traced_commit = 0
         self._running = False
         self._stopped = False
         self._task: asyncio.Task[None] | None = None
@@ -592,6 +601,27 @@ class RaftNode:
             self.state_machine.applied_index(),
         )
         self._check_leadership(rd)
+        self._trace_state()
+
+    def _trace_state(self) -> None:
+        """Trace events for timelines (detsim.seam: nothing outside a simulation), bounded so a
+        run's trace stays small: one on each change of role, term or leader, and one per
+        TRACE_COMMIT_EVERY_ENTRIES committed entries at most (never one per heartbeat)."""
+        core = self.core
+        state = (core.role, core.term, core.leader)
+        if state != self._traced_state:
+            self._traced_state = state
+            self._traced_commit = core.commit
+            seam.event(
+                "raft.state",
+                role=core.role.value,
+                term=core.term,
+                leader=core.leader,
+                commit=core.commit,
+            )
+        elif core.commit >= self._traced_commit + TRACE_COMMIT_EVERY_ENTRIES:
+            self._traced_commit = core.commit
+            seam.event("raft.commit", index=core.commit, term=core.term)
 
     async def _persist(self, rd: Ready) -> None:
         storage = self._storage
@@ -619,6 +649,7 @@ class RaftNode:
             self._addresses.update(self._read_snapshot_header(rd.snapshot)[0])
             await self._restore_state_machine(rd.snapshot)
             self.stats.snapshots_installed += 1
+            seam.event("raft.snapshot_installed", index=rd.snapshot.index, term=rd.snapshot.term)
             self._fail_proposals_upto(rd.snapshot.index)
         if rd.entries or rd.snapshot is not None:
             self._learn_addresses(rd.entries)
@@ -753,6 +784,7 @@ class RaftNode:
             await storage.save_snapshot(meta, itertools.chain([header], snap.chunks))
             core.compact(meta)
             self.stats.snapshots_taken += 1
+            seam.event("raft.snapshot_taken", index=meta.index, term=meta.term)
         for future in waiters:
             if not future.done():
                 future.set_result(core.snapshot_meta.index)

@@ -604,7 +604,9 @@ class TcpStack:
             data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
             # The bytes' CRC, not just their size: a run that sends other bytes is another run.
             crc = zlib.crc32(data)
-            self.loop.record_for(dst.node.name, "recv", conn=pipe.serial, size=size, crc=crc)
+            self.loop.record_for(
+                dst.node.name, "recv", conn=pipe.serial, src=pipe.src.node.name, size=size, crc=crc
+            )
             self.loop.soon_in(dst.ctx, self._data_received, dst, data)
             pipe.add_ack(now + self.net.latency(dst.node, pipe.src.node), size)
             assert pipe.in_flight() <= MAX_SEGMENTS_IN_FLIGHT + 1, "a delivery never adds"
