@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 
 import pytest
 import redis.asyncio
@@ -20,6 +21,8 @@ from kv_cluster import CLIENT_PORT, KVCluster
 
 import detsim
 from detsim import DiskConfig
+from detsim.check.recorder import no_retry
+from detsim.kv import NodeConfig, serve
 
 SEEDS = 2
 FSYNC = DiskConfig(fsync_latency=0.002)
@@ -321,3 +324,44 @@ async def test_connection_and_info_commands(sim: detsim.Simulation) -> None:
     assert server_info["db0"]["keys"] == 1 and server_info["connected_clients"] >= 1
     assert out["dbsize"] == 1
     await c.finish()
+
+
+@pytest.mark.detsim(seeds=1, disk=FSYNC)
+async def test_serve_is_the_init_as_is(sim: detsim.Simulation) -> None:
+    """`serve(config)` itself as each host's init (no test hooks), no secret: it warns."""
+    ips = {f"n{k}": f"10.0.3.{k}" for k in (1, 2, 3)}
+
+    def init_for(nid: str) -> Callable[[], Awaitable[None]]:
+        config = NodeConfig(
+            node_id=nid,
+            raft_addr=("0.0.0.0", 7000),
+            client_addr=("0.0.0.0", CLIENT_PORT),
+            peers={p: (ip, 7000) for p, ip in ips.items() if p != nid},
+            data_dir="/data",
+            peer_client_addrs={p: (ip, CLIENT_PORT) for p, ip in ips.items() if p != nid},
+        )
+        return lambda: serve(config)
+
+    with pytest.warns(RuntimeWarning, match="no cluster secret"):
+        for nid, ip in ips.items():
+            sim.add_node(nid, ip=ip, init=init_for(nid))
+        client = sim.add_node("client", ip="10.0.9.1")
+
+        async def use() -> tuple[object, ...]:
+            replies = []
+            for ip in ips.values():  # a write and a read through every node
+                r = redis.asyncio.Redis(host=ip, port=CLIENT_PORT, retry=no_retry())
+                try:
+                    while True:
+                        try:
+                            await r.incr("n")
+                            break
+                        except redis.exceptions.ResponseError as exc:
+                            assert str(exc).startswith("NOLEADER"), exc  # no leader yet
+                            await asyncio.sleep(0.5)
+                    replies.append(await r.get("n"))
+                finally:
+                    await r.aclose()
+            return tuple(replies)
+
+        assert await client.spawn(use()) == (b"1", b"2", b"3")
