@@ -32,6 +32,7 @@ from detsim.raft.core import (
     HeartbeatResponse,
     Message,
     ProposalDropped,
+    ReadIndexDropped,
     ReadIndexRequest,
     ReadIndexResponse,
     RemoteProtocolError,
@@ -437,3 +438,24 @@ def test_transfer_back_to_the_leader_cancels_the_pending_transfer() -> None:
         leader.propose(b"refused")
     leader.transfer_leadership("1")
     assert leader.propose(b"accepted") > 0
+
+
+def test_bounds_refuse_past_their_limit() -> None:
+    """Every queue has a named bound and a clear refusal past it: uncommitted proposals,
+    pending reads, the outbox (messages beyond it are dropped and counted: Raft tolerates
+    loss, a stalled driver must not grow the core without limit)."""
+    c = cluster(3, max_uncommitted_entries=3, max_pending_reads=2, max_outbox_messages=4)
+    c.partition([["1"], ["2", "3"]])
+    leader = c.nodes["1"].core
+    for k in range(3):
+        leader.propose(b"p%d" % k)
+    with pytest.raises(ProposalDropped, match="uncommitted"):
+        leader.propose(b"one too many")
+    leader.read_index(b"r1")
+    leader.read_index(b"r2")
+    with pytest.raises(ReadIndexDropped, match="pending"):
+        leader.read_index(b"r3")
+    for _ in range(20):
+        leader.tick()
+    assert len(leader.ready().messages) == 4
+    assert leader.dropped_messages > 0
