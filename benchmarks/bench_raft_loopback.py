@@ -64,6 +64,7 @@ STOP_TIMEOUT_S: Final = 10.0  # a child exits after its stdin closes, else it is
 MAX_LATENCIES: Final = 2_000_000  # latency samples kept by one load (a bound on memory)
 MAX_IN_FLIGHT: Final = 4096  # the largest concurrency accepted
 FSYNC_PROBE_COUNT: Final = 200
+MAX_REPLY_BYTES: Final = 1024 * 1024  # one JSON line from a child (a cProfile text included)
 
 
 # =============================================================================================
@@ -453,6 +454,7 @@ async def start_cluster(root: str, args: argparse.Namespace, max_s: float) -> li
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=log,
+                limit=MAX_REPLY_BYTES,
             )
         children.append(Child(nid, proc, log_path))
     for c in children:
