@@ -44,6 +44,7 @@ from detsim.raft.core import (
     VoteResponse,
 )
 from detsim.raft.core.config import RaftConfig
+from detsim.raft.core.messages import MAX_REQUEST_ID_BYTES
 from detsim.raft.core.raft import Raft
 
 
@@ -459,3 +460,14 @@ def test_bounds_refuse_past_their_limit() -> None:
         leader.tick()
     assert len(leader.ready().messages) == 4
     assert leader.dropped_messages > 0
+
+
+def test_read_request_ids_are_bounded() -> None:
+    """A request id travels in heartbeats and forwarded reads: a caller's overlong id is
+    refused, and so is a peer's overlong context (a frame could not hold an unbounded one)."""
+    c = cluster(3)
+    with pytest.raises(ReadIndexDropped, match="longer"):
+        c.nodes["1"].core.read_index(b"r" * (MAX_REQUEST_ID_BYTES + 1))
+    follower = c.nodes["2"].core
+    with pytest.raises(RemoteProtocolError, match="context"):
+        follower.step(Heartbeat("1", "2", follower.term, 0, b"c" * (MAX_REQUEST_ID_BYTES + 1)))

@@ -36,6 +36,7 @@ from detsim.raft.core.errors import (
 )
 from detsim.raft.core.messages import (
     MAX_MESSAGE_BYTES,
+    MAX_REQUEST_ID_BYTES,
     MESSAGE_TYPES,
     AppendRequest,
     AppendResponse,
@@ -60,6 +61,7 @@ from detsim.raft.core.messages import (
 
 __all__ = [
     "MAX_MESSAGE_BYTES",
+    "MAX_REQUEST_ID_BYTES",
     "MESSAGE_TYPES",
     "AppendRequest",
     "AppendResponse",

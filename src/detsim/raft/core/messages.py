@@ -27,6 +27,9 @@ MAX_MESSAGE_BYTES = 10 * 1024 * 1024
 #: Node ids longer than this are refused in a ConfChange (they travel in every message).
 MAX_NODE_ID_BYTES = 255
 
+#: A ReadIndex request id (a heartbeat context, a forwarded read) is at most this long.
+MAX_REQUEST_ID_BYTES = 256
+
 
 class EntryKind(enum.IntEnum):
     """What an entry's `data` holds. The leader's empty entry at election is NORMAL, data b""."""

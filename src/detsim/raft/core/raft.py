@@ -64,6 +64,7 @@ from detsim.raft.core.membership import (
     check_conf_change,
 )
 from detsim.raft.core.messages import (
+    MAX_REQUEST_ID_BYTES,
     AppendRequest,
     AppendResponse,
     ConfChange,
@@ -395,6 +396,8 @@ class Raft:
     def read_index(self, request_id: bytes) -> None:
         """Register a linearizable read; a `ReadState(request_id, index)` comes in a Ready.
         Raises ReadIndexDropped when no leader is known or too many reads are pending."""
+        if len(request_id) > MAX_REQUEST_ID_BYTES:
+            raise ReadIndexDropped(f"request id longer than {MAX_REQUEST_ID_BYTES} bytes")
         if self.role is Role.LEADER:
             self._leader_read(self.id, request_id)
         elif self.leader is not None:

@@ -12,13 +12,16 @@ from __future__ import annotations
 
 from detsim.raft.core.errors import RemoteProtocolError
 from detsim.raft.core.messages import (
+    MAX_REQUEST_ID_BYTES,
     AppendRequest,
     AppendResponse,
     ConfChange,
     EntryKind,
     Heartbeat,
+    HeartbeatResponse,
     Message,
     ReadIndexRequest,
+    ReadIndexResponse,
     SnapshotChunk,
     SnapshotChunkResponse,
     TimeoutNow,
@@ -27,6 +30,8 @@ from detsim.raft.core.messages import (
 
 #: Messages that only a candidate or a leader sends (hence at term >= 1).
 _REQUESTS = (AppendRequest, Heartbeat, SnapshotChunk, VoteRequest, TimeoutNow, ReadIndexRequest)
+#: Messages carrying a ReadIndex context (bounded by MAX_REQUEST_ID_BYTES).
+_WITH_CONTEXT = (Heartbeat, HeartbeatResponse, ReadIndexRequest, ReadIndexResponse)
 
 
 def validate_message(m: Message, node_id: str) -> None:
@@ -37,6 +42,8 @@ def validate_message(m: Message, node_id: str) -> None:
         # Only answers may carry term 0 (a fresh node's); every request comes from a node
         # that has campaigned or leads, so at term >= 1.
         raise RemoteProtocolError(f"{type(m).__name__} at term 0 from {m.frm}")
+    if isinstance(m, _WITH_CONTEXT) and len(m.context) > MAX_REQUEST_ID_BYTES:
+        raise RemoteProtocolError(f"context of {len(m.context)} bytes from {m.frm}")
     if isinstance(m, AppendRequest):
         _validate_append(m)
     elif isinstance(m, VoteRequest):
