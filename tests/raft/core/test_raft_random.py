@@ -54,6 +54,7 @@ class Options:
     max_entries: int
     chunk: int
     compaction: bool
+    election_ticks: int
 
     @classmethod
     def draw(cls, rng: random.Random) -> Options:
@@ -68,6 +69,7 @@ class Options:
             max_entries=rng.choice([1, 3, 64]),
             chunk=rng.choice([3, 16, 1024]),
             compaction=rng.random() < 0.6,
+            election_ticks=rng.choice([3, 10, 10]),
         )
 
 
@@ -107,6 +109,7 @@ def build(seed: int) -> World:
             max_entries_per_append=options.max_entries,
             snapshot_chunk_bytes=options.chunk,
             max_snapshot_chunks_in_flight=2,
+            election_ticks=options.election_ticks,
         )
         cluster.add_node(node_id, config, conf if node_id in voters else None)
     world = World(rng, cluster, checker, options, ever_added=set(voters))
