@@ -23,13 +23,19 @@ voter changes the majority so that any old majority and any new majority interse
 all safety needs, with one entry per change and no intermediate joint state to get right.
 A change takes effect when its entry is *appended* (not when committed): every node uses the
 latest configuration in its log, so the leader counts the new majority for the change's own
-entry (the thesis's rule; a truncated change reverts: membership.py). Two rules keep it
+entry (the thesis's rule; a truncated change reverts: membership.py). Why at append: a
+node always knows its log, not always what is committed, so "the latest configuration in my
+log" is a rule every node can apply on its own, and a new member starts receiving entries
+(and an old one stops counting) at once, without a second round. Two rules keep it
 safe: a leader accepts a change only when the previous one is committed, and only after it has
 committed an entry of its own term (the fix Ongaro posted to raft-dev in 2015: without it, a
 new leader could append a change that conflicts with an uncommitted change of a previous
-term). Learners (non-voters) catch up first, so a promotion never stalls commits. A leader
+term). Learners (non-voters) catch up first: a learner is promoted only when its log is
+within `promote_max_lag_entries` of the commit index and it answered this election timeout,
+so a promotion does not stall commits. A leader
 that removes itself keeps leading (without counting itself) until the removal is committed,
-then steps down (thesis §4.2.2).
+then steps down (thesis §4.2.2), after telling the followers the commit and sending TimeoutNow
+to the most up-to-date voter, so the cluster need not wait out an election timeout.
 
 Errors: a caller's misuse raises a `RaftError` subclass and changes nothing; a peer's bad
 message raises `RemoteProtocolError` before any state changes (the driver drops and counts it);
