@@ -35,7 +35,6 @@ It never imports detsim.sim: plain asyncio streams, so it runs unchanged in the 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import deque
 from collections.abc import Sequence
@@ -173,8 +172,7 @@ class _Upstream:
         task = self._reader_task
         if task is not None and not task.done():
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await asyncio.gather(task, return_exceptions=True)
         self._fail_all("closed")
 
 

@@ -21,7 +21,6 @@ Every tuning field has a default that suits a LAN cluster; the simulator tests u
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import warnings
@@ -122,6 +121,16 @@ async def run_node(raft: RaftNode, server: KVServer) -> None:
     try:
         await raft.run()
     finally:
-        with contextlib.suppress(Exception):
-            await asyncio.shield(server.close())
+        if _in_running_loop():
+            await server.close()
+        # else: the coroutine is being closed outside its loop (a simulation's teardown of a
+        # node that was still running): nothing can be awaited, and its sockets die with it.
         server.state_machine.close()
+
+
+def _in_running_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True

@@ -219,9 +219,8 @@ class KVServer:
         tasks = list(self._connections.values())
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        # gather, not `suppress(CancelledError)`: a cancellation of *this* task still stops it.
+        await asyncio.gather(*tasks, return_exceptions=True)
         await self.forwarder.close()
 
     # --- connections -----------------------------------------------------------------------
