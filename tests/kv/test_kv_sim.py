@@ -116,31 +116,42 @@ class Slot:
 
 
 async def nemesis(c: KVCluster, rng: random.Random, opts: Options, stop: asyncio.Event) -> int:
-    """Faults until `stop`; how many were injected. At most one node down at a time (so a
-    majority can make progress most of the time), partitions come and go."""
+    """Faults until `stop`; how many were injected: partitions (come and go), process kills,
+    power losses (usually one node down at a time, sometimes two: no majority), and pauses
+    (a stopped-the-world node, e.g. a GC pause, that resumes with stale beliefs)."""
     faults = 0
-    down: str | None = None
+    down: list[str] = []
+    paused: str | None = None
     while not stop.is_set():
         await asyncio.sleep(rng.uniform(*opts.fault_every_s))
         faults += 1
         roll = rng.random()
-        if down is not None and roll < 0.5:
-            c.sim.restart(down)
-            down = None
-        elif roll < 0.35:
+        up = [n for n in c.voters if n not in down]
+        if paused is not None:
+            c.sim.resume(paused)
+            paused = None
+        elif down and roll < 0.4:
+            c.sim.restart(down.pop(0))
+        elif roll < 0.3:
             nodes = list(c.voters)
             rng.shuffle(nodes)
             cut = rng.randint(1, len(nodes) - 1)
             c.sim.net.heal()
             c.sim.net.partition(nodes[:cut], nodes[cut:])
-        elif roll < 0.5:
+        elif roll < 0.45:
             c.sim.net.heal()
-        elif down is None:
-            down = rng.choice(c.voters)
-            if roll < 0.75:
-                c.sim.kill(down)
+        elif roll < 0.55:
+            paused = rng.choice(up)
+            c.sim.pause(paused)
+        elif len(down) < (2 if roll < 0.6 else 1):
+            victim = rng.choice(up)
+            down.append(victim)
+            if roll < 0.8:
+                c.sim.kill(victim)
             else:
-                c.sim.crash(down)  # power loss
+                c.sim.crash(victim)  # power loss
+    if paused is not None:
+        c.sim.resume(paused)
     return faults
 
 
