@@ -174,6 +174,7 @@ async def test_pipelined_writes_share_fsyncs(sim: detsim.Simulation) -> None:
     syncs_before = c.rafts[lead].stats.syncs
     assert await c.on_client(pipelined()) == [True] * writes
     syncs = c.rafts[lead].stats.syncs - syncs_before
+    print(f"{writes} pipelined writes: {syncs} leader syncs")
     assert syncs < writes // 4, syncs  # one per write without batching
     await c.finish()
 
