@@ -153,3 +153,12 @@ def run_cli(cluster: LocalCluster, node_id: str, *args: str) -> str:
         argv += ["--no-auth-warning", "-a", cluster.requirepass]
     done = subprocess.run([*argv, *args], capture_output=True, text=True, timeout=30, check=True)
     return done.stdout.strip()
+
+
+def admin(cluster: LocalCluster, node_id: str, *args: str) -> str:
+    """An admin command as an operator types it: through redis-cli when it is installed (else
+    redis-py, so the admin tests still run) -> the reply as text."""
+    if shutil.which("redis-cli") is not None:
+        return run_cli(cluster, node_id, *args)
+    reply = command(cluster, node_id, *args)
+    return reply.decode() if isinstance(reply, bytes) else str(reply)

@@ -19,6 +19,7 @@ import redis.asyncio
 from kv_processes import (
     LEADER_TIMEOUT_S,
     PASSWORD,
+    admin,
     client,
     command,
     joiner_spec,
@@ -198,16 +199,16 @@ def test_admin_adds_a_learner_process_promotes_and_removes_it(
 
 
 def learner_then_voter(cluster: LocalCluster, new: str, raft_address: str) -> None:
-    assert command(cluster, "n2", "RAFT.ADDLEARNER", new, raft_address) == b"OK"
+    assert admin(cluster, "n2", "RAFT.ADDLEARNER", new, raft_address) == "OK"
     wait_until(lambda: new in status(cluster, "n1")["learners"], 30, f"{new} a learner")
     # The learner catches up and serves linearizable reads itself.
     wait_until(lambda: command(cluster, new, "GET", "before-n4") == b"v", 30, f"{new} reads")
     assert status(cluster, new)["role"] == "learner"
-    assert command(cluster, "n3", "RAFT.PROMOTE", new) == b"OK"
+    assert admin(cluster, "n3", "RAFT.PROMOTE", new) == "OK"
     wait_until(lambda: new in status(cluster, new)["voters"], 30, f"{new} a voter")
     assert command(cluster, "n1", "SET", "with-n4", "w") is True
     wait_converged(cluster, [*NODES, new])
-    assert command(cluster, "n1", "RAFT.REMOVE", new) == b"OK"
+    assert admin(cluster, "n1", "RAFT.REMOVE", new) == "OK"
     for node_id in NODES:
         wait_until(
             lambda n=node_id: sorted(status(cluster, n)["voters"]) == NODES, 30, "n4 removed"

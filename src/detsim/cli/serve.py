@@ -79,6 +79,9 @@ _TABLE_KEYS: Final = ("peer", "peer-client", "raft-option")
 
 _log = logging.getLogger("detsim.serve")
 
+# NodeConfig's defaults, for the help text and for settings not given.
+_DEFAULTS: Final = NodeConfig("defaults", ("127.0.0.1", 1), ("127.0.0.1", 2), {}, "")
+
 
 class SettingsError(click.UsageError):
     """A bad flag, TOML key or value: exit 2 with a message naming it."""
@@ -260,7 +263,7 @@ def node_config(settings: Mapping[str, Any]) -> NodeConfig:
     client_addr = parse_address(_required(settings, "client"), "--client")
     if raft_addr == client_addr:
         raise SettingsError("--raft and --client must be different addresses")
-    defaults = NodeConfig("x", raft_addr, client_addr, {}, "")
+    defaults = _DEFAULTS
     max_clients = _positive(settings, "max-clients", defaults.max_client_connections)
     if max_clients > defaults.max_client_connections:
         raise SettingsError(f"--max-clients is at most {defaults.max_client_connections}")
@@ -276,7 +279,7 @@ def node_config(settings: Mapping[str, Any]) -> NodeConfig:
             settings.get("requirepass-file"), REQUIREPASS_ENV, "--requirepass-file"
         ),
         peer_client_addrs=_addresses(settings, "peer-client"),
-        request_timeout_s=float(_positive(settings, "request-timeout", 5.0)),
+        request_timeout_s=float(_positive(settings, "request-timeout", defaults.request_timeout_s)),
         max_client_connections=int(max_clients),
         tick_interval_s=float(_positive(settings, "tick-interval", defaults.tick_interval_s)),
         snapshot_threshold_entries=int(
@@ -405,10 +408,30 @@ class _ServeCommand(click.Command):
 @click.option(
     "--requirepass-file", metavar="FILE", help=f"Client password (or ${REQUIREPASS_ENV})."
 )
-@click.option("--request-timeout", type=float, metavar="S", help="Seconds before -TIMEOUT [5].")
-@click.option("--max-clients", type=int, metavar="N", help="Client connections [10000].")
-@click.option("--tick-interval", type=float, metavar="S", help="Seconds per Raft tick [0.1].")
-@click.option("--snapshot-threshold", type=int, metavar="N", help="Entries between snapshots.")
+@click.option(
+    "--request-timeout",
+    type=float,
+    metavar="S",
+    help=f"Seconds before -TIMEOUT [{_DEFAULTS.request_timeout_s}].",
+)
+@click.option(
+    "--max-clients",
+    type=int,
+    metavar="N",
+    help=f"Client connections [{_DEFAULTS.max_client_connections}].",
+)
+@click.option(
+    "--tick-interval",
+    type=float,
+    metavar="S",
+    help=f"Seconds per Raft tick [{_DEFAULTS.tick_interval_s}].",
+)
+@click.option(
+    "--snapshot-threshold",
+    type=int,
+    metavar="N",
+    help=f"Entries between snapshots [{_DEFAULTS.snapshot_threshold_entries}].",
+)
 @click.option("--max-data-bytes", type=int, metavar="N", help="The store's size bound.")
 @click.option("--raft-option", multiple=True, metavar="KEY=VALUE", help="A Raft core setting.")
 @click.option("--log-level", type=click.Choice(LOG_LEVELS), help="Log level on stderr [info].")
@@ -416,7 +439,15 @@ class _ServeCommand(click.Command):
     "--stop-on-stdin-eof", is_flag=True, default=None, help="Stop when stdin closes (detsim up)."
 )
 def command(config_file: str | None, **flags: Any) -> None:
-    """Run one node of the replicated store until SIGTERM or Ctrl-C."""
+    """Run one node of the replicated store until SIGTERM or Ctrl-C.
+
+    \b
+    Example (one of three nodes):
+      detsim serve --id n1 --raft 127.0.0.1:7001 --client 127.0.0.1:6379 \\
+        --peer n2=127.0.0.1:7002 --peer n3=127.0.0.1:7003 \\
+        --peer-client n2=127.0.0.1:6380 --peer-client n3=127.0.0.1:6381 \\
+        --data /var/lib/detsim/n1 --secret-file /etc/detsim/cluster.secret
+    """
     flags["id"] = flags.pop("id_")
     file_settings = load_toml(config_file) if config_file else {}
     settings = merge(file_settings, {key.replace("_", "-"): v for key, v in flags.items()})

@@ -71,11 +71,13 @@ def _busy_ports(ports: list[int]) -> list[int]:
 @click.option(
     "--nodes",
     type=click.IntRange(1, MAX_NODES),
-    help=f"Number of nodes [{DEFAULT_NODES}, or DIR's].",
+    metavar="N",
+    help=f"Number of nodes, 1..{MAX_NODES} [{DEFAULT_NODES}, or DIR's].",
 )
 @click.option(
     "--base-port",
     type=int,
+    metavar="P",
     help=f"Client ports P.., Raft ports P+{MAX_NODES}.. [{DEFAULT_BASE_PORT}, or DIR's].",
 )
 @click.option(
