@@ -25,7 +25,7 @@ WORKLOADS: Final = {
         ),
         WorkloadShape(
             "pipelined",
-            "8-16 clients pipelining 2-8 ops a batch",
+            "8-16 clients pipelining 4 ops a batch",
             (8, 16),
             4,
             2,
@@ -76,6 +76,23 @@ NEMESES: Final = {
             "the leader left with a minority; the majority must elect",
             (nm.partition_majority,),
         ),
+        NemesisRow("bridge", "two halves that cannot talk, one node sees both", (nm.bridge,)),
+        NemesisRow(
+            "one_way_clog",
+            "one-way clogs: the leader deaf or mute to its followers, or one link one way",
+            (nm.one_way_clog,),
+        ),
+        NemesisRow("flapping", "partitions that change every fraction of a second", (nm.flapping,)),
+        NemesisRow(
+            "lossy_links",
+            "packet loss as TCP sees it: frequent short clogs of random links",
+            (nm.lossy_links,),
+        ),
+        NemesisRow(
+            "latency_spikes",
+            "latency jumps to 50 ms-1.5 s everywhere or on the leader's links",
+            (nm.latency_spikes,),
+        ),
         NemesisRow(
             "kill_leader",
             "the leader's process killed repeatedly, restarted after a hold",
@@ -89,11 +106,159 @@ NEMESES: Final = {
         NemesisRow(
             "power_loss_all", "every node loses power at once, repeatedly", (nm.power_loss_all,)
         ),
+        NemesisRow(
+            "rolling_restart",
+            "every member restarted in turn (kill or power loss), waiting for a leader",
+            (nm.rolling_restart,),
+        ),
+        NemesisRow(
+            "gc_pause_leader",
+            "the leader paused (GC) longer than the election timeout, then resumed",
+            (nm.gc_pause_leader,),
+        ),
+        NemesisRow(
+            "clock_skew",
+            "clocks jump by up to 30 s and drift up to 40% fast or slow",
+            (nm.clock_skew,),
+        ),
+        NemesisRow(
+            "disk_full",
+            "one node's disk fills up (ENOSPC), now and then restarted",
+            (nm.disk_full,),
+        ),
+        NemesisRow("slow_fsync", "one node's fsync takes 20-400 ms", (nm.slow_fsync,)),
+        NemesisRow(
+            "read_corruption",
+            "one node's reads flip bits; it restarts often, reading its log",
+            (nm.read_corruption,),
+        ),
+        NemesisRow(
+            "torn_tail",
+            "one node loses power again and again, unsynced log tails mostly torn",
+            (nm.torn_tail,),
+        ),
+        NemesisRow(
+            "snapshot_partition",
+            "small snapshot threshold; a follower cut off past a compaction catches up by "
+            "snapshot install",
+            (nm.isolate_follower,),
+            snapshot_threshold=(20, 80),
+        ),
+        NemesisRow(
+            "membership",
+            "spares added as learners, promoted, voters removed (the leader too)",
+            (nm.membership_churn,),
+            spares=2,
+        ),
+        NemesisRow(
+            "membership_partitions",
+            "membership changes while random minorities are partitioned",
+            (nm.membership_churn, nm.partition_minority),
+            spares=2,
+        ),
+        NemesisRow(
+            "membership_kills",
+            "membership changes while the leader is killed now and then",
+            (nm.membership_churn, nm.kill_leader),
+            spares=2,
+        ),
+        NemesisRow(
+            "remove_leader",
+            "the leader removed from the cluster, a spare added and promoted in its place",
+            (nm.remove_leader,),
+            spares=2,
+        ),
+        NemesisRow(
+            "transfer_leadership",
+            "leadership transferred to a random voter over and over under load",
+            (nm.transfer_leadership,),
+        ),
+        NemesisRow(
+            "transfer_partitions",
+            "leadership transfers while minorities are partitioned",
+            (nm.transfer_leadership, nm.partition_minority),
+        ),
+        NemesisRow(
+            "kill_lossy",
+            "leader kills while links drop packets",
+            (nm.kill_leader, nm.lossy_links),
+        ),
+        NemesisRow(
+            "crash_clock_skew",
+            "leader power losses while clocks jump and drift",
+            (nm.crash_leader, nm.clock_skew),
+        ),
+        NemesisRow(
+            "pause_partitions",
+            "GC pauses of the leader while minorities are partitioned",
+            (nm.gc_pause_leader, nm.partition_minority),
+        ),
+        NemesisRow(
+            "snapshot_crashes",
+            "snapshot installs to a cut-off follower while the leader loses power",
+            (nm.isolate_follower, nm.crash_leader),
+            snapshot_threshold=(20, 80),
+        ),
+        NemesisRow(
+            "slow_disk_latency",
+            "one node's slow fsync while latency spikes",
+            (nm.slow_fsync, nm.latency_spikes),
+        ),
+        NemesisRow(
+            "chaos",
+            "everything at once: flapping, lossy links, leader kills, pauses, skew",
+            (nm.flapping, nm.lossy_links, nm.kill_leader, nm.gc_pause_leader, nm.clock_skew),
+        ),
     )
 }
 
 #: (nemesis, workload, nodes) beyond "every nemesis x mixed x 3 nodes".
-COMBINATIONS: Final[tuple[tuple[str, str, int], ...]] = ()
+COMBINATIONS: Final[tuple[tuple[str, str, int], ...]] = (
+    # 5- and 7-node clusters: the network and process families, where quorum sizes matter.
+    *(
+        (nemesis, "mixed", 5)
+        for nemesis in (
+            "partition_leader",
+            "partition_minority",
+            "partition_majority",
+            "bridge",
+            "one_way_clog",
+            "flapping",
+            "kill_leader",
+            "crash_leader",
+            "power_loss_all",
+            "rolling_restart",
+            "gc_pause_leader",
+            "membership",
+            "chaos",
+        )
+    ),
+    *(
+        (nemesis, "mixed", 7)
+        for nemesis in (
+            "partition_minority",
+            "partition_majority",
+            "bridge",
+            "crash_leader",
+            "chaos",
+        )
+    ),
+    # Many clients pipelining, and contention on one key, under the main fault families.
+    *(
+        (nemesis, "pipelined", 3)
+        for nemesis in (
+            "calm",
+            "partition_leader",
+            "kill_leader",
+            "power_loss_all",
+            "transfer_leadership",
+        )
+    ),
+    *((nemesis, "hot", 3) for nemesis in ("partition_minority", "crash_leader", "flapping")),
+    ("chaos", "pipelined", 5),
+    # Big values near the size limit (few ops: each is megabytes through Raft and SQLite).
+    *((nemesis, "big", 3) for nemesis in ("calm", "crash_leader", "snapshot_partition")),
+)
 
 
 def _name(nemesis: str, workload: str, nodes: int) -> str:

@@ -47,6 +47,12 @@ MAX_NODES: Final = 9  # voters + spares (the simulator allows 100 hosts; 9 keeps
 MAX_CLIENT_HOSTS: Final = 16
 POLL_S: Final = 0.05  # how often `until` re-tests its condition (virtual seconds)
 ADMIN_TIMEOUT_S: Final = 8.0  # a client's socket timeout for one admin command
+#: What a spare (join=True) node is configured with as `peers`: "all" the cluster's hosts, or
+#: only the "initial" voters. With "initial", a spare added after a member that is not an
+#: initial voter became leader never hears from it: the spare's transport refuses a hello
+#: from a node not in its peer table, and it cannot learn that node from a log it never gets
+#: (found by membership_5n seed 0; reported to the store's owner).
+SPARE_PEERS: Final = ("all", "initial")
 
 
 def node_ip(index: int) -> str:
@@ -153,6 +159,7 @@ class StoreCluster:
         clients: int = 1,
         snapshot_threshold_entries: int = 10_000,
         request_timeout_s: float = 5.0,
+        spare_peers: str = "all",
     ) -> None:
         if not 1 <= voters + spares <= MAX_NODES:
             raise ValueError(f"1..{MAX_NODES} store nodes, got {voters} + {spares} spares")
@@ -165,6 +172,9 @@ class StoreCluster:
         self.ips = {nid: node_ip(k) for k, nid in enumerate(self.ids)}
         self.snapshot_threshold_entries = snapshot_threshold_entries
         self.request_timeout_s = request_timeout_s
+        if spare_peers not in SPARE_PEERS:
+            raise ValueError(f"spare_peers is one of {SPARE_PEERS}, got {spare_peers!r}")
+        self.spare_peers = spare_peers
         self.invariants = RaftInvariants()
         self.rafts: dict[str, RaftNode] = {}
         self.servers: dict[str, KVServer] = {}
@@ -184,7 +194,7 @@ class StoreCluster:
             node_id=nid,
             raft_addr=("0.0.0.0", RAFT_PORT),
             client_addr=("0.0.0.0", CLIENT_PORT),
-            peers={p: (self.ips[p], RAFT_PORT) for p in self.initial_voters if p != nid},
+            peers={p: (self.ips[p], RAFT_PORT) for p in self._peers(nid) if p != nid},
             data_dir=DATA_DIR,
             join=nid in self.spares,
             secret=SECRET,
@@ -193,6 +203,13 @@ class StoreCluster:
             snapshot_threshold_entries=self.snapshot_threshold_entries,
             observer=_Observer(self, nid, boot),
         )
+
+    def _peers(self, nid: str) -> list[str]:
+        """The initial voters for them; for a spare, every host (the operator lists the
+        cluster's hosts) or, with spare_peers="initial", the initial voters only."""
+        if nid in self.spares and self.spare_peers == "all":
+            return self.ids
+        return self.initial_voters
 
     def _init(self, nid: str) -> Callable[[], Awaitable[None]]:
         async def init() -> None:
@@ -255,6 +272,21 @@ class StoreCluster:
         return all(
             self.running(n) and self.rafts[n].core.applied >= target for n in voters + learners
         )
+
+    def describe(self) -> str:
+        """One line on every node: running, role, term, leader, applied/last (for failures)."""
+        parts = []
+        for nid in self.ids:
+            if not self.running(nid):
+                parts.append(f"{nid}: down")
+                continue
+            core = self.rafts[nid].core
+            parts.append(
+                f"{nid}: {core.role_name} t{core.term} leader={core.leader} "
+                f"applied={core.applied}/{core.last_index}"
+            )
+        voters, learners = self.members()
+        return "; ".join(parts) + f" (voters {voters}, learners {learners})"
 
     async def until(self, cond: Callable[[], bool], timeout_s: float) -> bool:
         """Poll `cond` on the virtual clock; False when `timeout_s` passed first."""

@@ -67,6 +67,7 @@ class Options:
     interval_s: tuple[float, float]
     hold_s: tuple[float, float]
     snapshot_threshold_entries: int
+    spare_peers: str = "all"  # cluster.SPARE_PEERS
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -132,6 +133,7 @@ class StoreScenario:
             spares=options.spares,
             clients=options.client_hosts,
             snapshot_threshold_entries=options.snapshot_threshold_entries,
+            spare_peers=options.spare_peers,
         )
         return _Run(self, options, cluster).main()
 
@@ -195,7 +197,7 @@ class _Run:
         if not await cluster.until(lambda: cluster.agreed_leader() is not None, ELECTION_BOUND_S):
             self.failures.append(
                 f"liveness: no agreed leader {ELECTION_BOUND_S}s after faults stopped "
-                f"(running: {cluster.alive()}, members: {cluster.members()})"
+                f"({cluster.describe()})"
             )
             return
         served = await asyncio.gather(
@@ -210,7 +212,8 @@ class _Run:
             await self._on_host(slot, slot.close())
         if not await cluster.until(cluster.converged, CONVERGE_BOUND_S):
             self.failures.append(
-                f"liveness: members did not converge within {CONVERGE_BOUND_S}s of faults off"
+                f"liveness: members did not converge within {CONVERGE_BOUND_S}s of faults off: "
+                + cluster.describe()
             )
 
     async def _check(self, faults: Faults) -> Verdict:
