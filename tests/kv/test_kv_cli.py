@@ -325,14 +325,22 @@ def test_up_runs_a_cluster_leaves_no_orphan_and_restarts_on_its_data(tmp_path: P
     secret_text = secret.read_text()
     assert len(secret_text.strip()) == 64
 
-    with process([*args[:-4], "--data", str(tmp_path)], stdout=subprocess.PIPE) as launcher:
-        lines = Lines(launcher)
-        assert "existing data and secret" in lines.until("detsim up: 3 nodes")
-        lines.until("ready: ")
-        assert redis.Redis(port=base + 2, socket_timeout=10).get("kept") == b"yes"
-        nodes = children_of(launcher.pid)
-        launcher.send_signal(signal.SIGINT)
-        assert launcher.wait(PROCESS_TIMEOUT_S) == 0
-        lines.until("detsim up: stopped")
-        assert not any(alive(pid) for pid in nodes)
+    # Restarts: the layout comes from DIR (no --base-port). A terminal's Ctrl-C signals the
+    # whole foreground process group (the launcher has its own session here, as a shell's job
+    # would); SIGTERM reaches the launcher alone. Both stop every node, exit 0.
+    restart = [*args[:-4], "--data", str(tmp_path)]
+    for stop in ("ctrl-c", "sigterm"):
+        with process(restart, stdout=subprocess.PIPE, start_new_session=True) as launcher:
+            lines = Lines(launcher)
+            assert "existing data and secret" in lines.until("detsim up: 3 nodes")
+            lines.until("ready: ")
+            assert redis.Redis(port=base + 2, socket_timeout=10).get("kept") == b"yes"
+            nodes = children_of(launcher.pid)
+            if stop == "ctrl-c":
+                os.killpg(launcher.pid, signal.SIGINT)
+            else:
+                launcher.send_signal(signal.SIGTERM)
+            assert launcher.wait(PROCESS_TIMEOUT_S) == 0
+            lines.until("detsim up: stopped")
+            assert not any(alive(pid) for pid in nodes)
     assert secret.read_text() == secret_text
