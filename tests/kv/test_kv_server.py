@@ -366,3 +366,23 @@ async def test_serve_is_the_init_as_is(sim: detsim.Simulation) -> None:
             return tuple(replies)
 
         assert await client.spawn(use()) == (b"1", b"2", b"3")
+
+
+@pytest.mark.detsim(seeds=SEEDS, disk=FSYNC)
+async def test_forwarded_write_cut_off_is_timeout_then_retry_works(sim: detsim.Simulation) -> None:
+    c = KVCluster(sim, request_timeout_s=3.0)
+    lead = await c.wait_leader()
+    f1, f2 = c.followers(lead)
+    assert await c.command(f1, "SET", "k", "v0") is True  # f1's proxy to the leader is open
+    # The leader cut off from both followers (the client still reaches everyone): f1 still
+    # believes in it and forwards; the request is sent and never answered: outcome unknown.
+    sim.net.partition([lead], [f1, f2])
+    reply = await c.command(f1, "SET", "k", "v1")
+    assert isinstance(reply, redis.exceptions.ResponseError), reply
+    assert str(reply).startswith("TIMEOUT"), reply
+    # f1 and f2 elect a new leader; a retry through f1 is forwarded there and succeeds.
+    new = await c.wait_leader([f1, f2])
+    assert new != lead
+    assert await c.command(f1, "SET", "k", "v2") is True
+    assert await c.command(f2, "GET", "k") == b"v2"
+    await c.finish()
