@@ -1,6 +1,6 @@
 """The simulator's loop against asyncio's, side by side, on the same code.
 
-    .venv/bin/python benchmarks/bench_loop.py [--runs 5]
+    .venv/bin/python benchmarks/bench_loop.py [--runs 5] [--cpu]
 
 Workloads (each the same coroutine under `asyncio.run` and `Simulation.run`):
 - call_soon chain: 200,000 callbacks, each scheduling the next.
@@ -8,7 +8,9 @@ Workloads (each the same coroutine under `asyncio.run` and `Simulation.run`):
 - TCP ping-pong: 5,000 request/response round trips over streams (real loopback vs a
   simulated link between two nodes).
 - idle hour: one task sleeping 1 s 3,600 times (simulator only: wall time for 1 h virtual).
-Prints medians (wall seconds) and the ratio asyncio/simulator (>= 1.0: simulator as fast).
+Prints medians (wall seconds, or with --cpu this process's CPU seconds, which move less when
+other processes share the machine) and the ratio asyncio/simulator (>= 1.0: simulator as
+fast). The two loops' runs alternate, so both see the same load.
 """
 
 from __future__ import annotations
@@ -97,19 +99,24 @@ async def idle_hour() -> None:
         await asyncio.sleep(1)
 
 
-def timed(fn, runs: int) -> float:
-    samples = []
+def timed_pair(std, sim, runs: int, clock) -> tuple[float, float]:
+    """Medians of `runs` runs of each, alternating (clock: read outside any simulation)."""
+    samples: tuple[list[float], list[float]] = ([], [])
     for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - t0)
-    return statistics.median(samples)
+        for fn, out in ((std, samples[0]), (sim, samples[1])):
+            t0 = clock()
+            fn()
+            out.append(clock() - t0)
+    return statistics.median(samples[0]), statistics.median(samples[1])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=5)
-    runs = parser.parse_args().runs
+    parser.add_argument("--cpu", action="store_true", help="CPU seconds instead of wall")
+    args = parser.parse_args()
+    runs = args.runs
+    clock = time.process_time if args.cpu else time.perf_counter
     rows = [
         (
             "call_soon chain (200k)",
@@ -123,12 +130,16 @@ def main() -> None:
         ),
         ("TCP ping-pong (5k round trips)", lambda: asyncio.run(ping_pong_real()), ping_pong_sim),
     ]
-    print(f"Python {platform.python_version()} on {platform.machine()}, median of {runs} runs")
+    what = "CPU" if args.cpu else "wall"
+    print(
+        f"Python {platform.python_version()} on {platform.machine()}, median of {runs} runs, "
+        f"{what} seconds"
+    )
     print(f"{'workload':34} {'asyncio s':>10} {'detsim s':>10} {'ratio':>7}")
     for name, std, sim in rows:
-        a, b = timed(std, runs), timed(sim, runs)
+        a, b = timed_pair(std, sim, runs, clock)
         print(f"{name:34} {a:10.3f} {b:10.3f} {a / b:7.2f}")
-    idle = timed(lambda: Simulation(seed=1).run(idle_hour()), runs)
+    _, idle = timed_pair(lambda: None, lambda: Simulation(seed=1).run(idle_hour()), runs, clock)
     print(f"{'idle hour (3,600 x sleep(1))':34} {'-':>10} {idle:10.3f}")
 
 

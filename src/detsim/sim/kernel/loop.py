@@ -125,6 +125,7 @@ class SimLoop(asyncio.BaseEventLoop):
         self._frozen = False
         self.fatal: BaseException | None = None  # an error in kernel machinery ends the run
         self._escaping: BaseException | None = None  # leaves the loop: see run_in_executor
+        self._spare_ready: collections.deque[events.Handle] = collections.deque()
 
     # --- seeds and boots -------------------------------------------------------------------
 
@@ -302,11 +303,30 @@ class SimLoop(asyncio.BaseEventLoop):
             )
         self.rounds += 1
         self.callbacks += count
-        # This round runs what is ready now; what it schedules waits for the next round.
-        self._ready = collections.deque()
+        # This round runs what is ready now; what it schedules waits for the next round, in
+        # the spare queue swapped in (no queue is built per round). The spare is empty unless
+        # an exception left the loop in the middle of a round, and then its rest is dropped.
+        spare = self._spare_ready
+        spare.clear()
+        self._ready = spare
+        self._spare_ready = ready
         default = self.default_boot
-        if count == 1:  # the most common round: one callback, no list to build
-            self._run_handles(ready, [ready[0]._context.get(BOOT, default)])  # type: ignore[attr-defined]
+        if count == 1:  # the most common round: one callback (_run_handles, inlined for it)
+            only = ready.popleft()
+            boot = only._context.get(BOOT, default)  # type: ignore[attr-defined]
+            if only._cancelled or not boot.alive:
+                return
+            if boot.paused:
+                boot.defer(only)
+                return
+            try:
+                only._context.run(only._callback, *only._args)  # type: ignore[attr-defined]
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                if exc is self._escaping:
+                    raise
+                self._report_callback_error(only, exc)
             return
         boots = [h._context.get(BOOT, default) for h in ready]  # type: ignore[attr-defined]
         if boots.count(boots[0]) == count:
@@ -523,6 +543,7 @@ class SimLoop(asyncio.BaseEventLoop):
                     with contextlib.suppress(BaseException):  # the world is gone; nothing to tell
                         task.get_coro().close()
         self._ready.clear()
+        self._spare_ready.clear()
         self._scheduled.clear()
 
     close_with_teardown = False  # policy loops: asyncio.run closes them, so close ends the world
