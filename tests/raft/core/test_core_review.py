@@ -705,15 +705,6 @@ def test_a_new_node_joins_by_snapshot_as_a_learner_and_is_promoted() -> None:
     assert c.nodes["4"].storage.sm == c.nodes["1"].storage.sm
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: propose() accepts an entry larger than the 10 MiB transport frame (only "
-    "max_uncommitted_bytes, 64 MiB, is checked). The append carrying it can never be "
-    "sent (the transport refuses the frame, the log record bound refuses the write), and "
-    "every later entry queues behind it: one oversized proposal wedges the cluster. The kv "
-    "layer bounds its own writes (kv/limits.py), but the core's promise that every message "
-    "it builds fits a frame (messages.py) is not kept for other callers",
-)
 def test_a_proposal_that_cannot_fit_one_append_is_refused() -> None:
     """messages.py: "Every message the core builds stays under [MAX_MESSAGE_BYTES]"; an entry
     that no AppendRequest can carry must be refused at `propose` (ProposalDropped), leaving
@@ -913,12 +904,6 @@ def test_transfer_to_a_learner_or_from_a_follower_is_refused() -> None:
         c.nodes["2"].core.transfer_leadership("1")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (low, etcd TestLeaderTransferBack): transfer_leadership(self) while a transfer "
-    "is pending is ignored instead of aborting it, so the leader keeps refusing proposals "
-    "until the election timeout; etcd aborts the pending transfer (a way to cancel one)",
-)
 def test_a_transfer_back_to_the_leader_itself_aborts_the_pending_transfer() -> None:
     """etcd stepLeader MsgTransferLeader: a new request first aborts a pending transfer to
     another node; a transfer to itself then is a no-op, leaving the leader leading and
