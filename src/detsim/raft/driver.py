@@ -227,6 +227,10 @@ class RaftNode:
     ) -> None:
         if config.snapshot_threshold_entries < 1:
             raise ValueError("snapshot_threshold_entries must be >= 1")
+        if not config.tick_interval_s > 0:
+            raise ValueError("tick_interval_s must be > 0 seconds")
+        if config.read_timeout_ticks < 1 or config.transfer_timeout_ticks < 1:
+            raise ValueError("read_timeout_ticks and transfer_timeout_ticks must be >= 1")
         config.core_config().validate()
         self.config = config
         self.id = config.node_id
