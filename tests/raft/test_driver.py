@@ -261,3 +261,17 @@ def test_a_read_with_no_leader_fails_safe_to_retry() -> None:
                 await node.read_index()
 
     in_sim(body)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"snapshot_threshold_entries": 0},
+        {"tick_interval_s": 0.0},
+        {"read_timeout_ticks": 0},
+        {"raft": {"election_ticks": 1}},  # the core's own rule: heartbeat < election
+    ],
+)
+def test_a_bad_config_is_refused_at_construction(bad: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        RaftNode(config("/d", **bad), MemoryKV())
