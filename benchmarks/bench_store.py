@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import functools
 import io
 import json
 import os
@@ -187,31 +188,53 @@ class LoadSampler:
 # --- redis-benchmark ----------------------------------------------------------------------------
 
 
-def redis_benchmark(port: int, clients: int, pipeline: int, requests: int) -> dict[str, Any]:
-    """SET and GET figures: {"SET": {"ops_per_s", "p50_ms", "p99_ms"}, "GET": {...}}."""
-    argv = ["redis-benchmark", "-h", HOST, "-p", str(port), "-t", "set,get"]
+def redis_benchmark(port: int, test: str, clients: int, pipeline: int, requests: int) -> Any:
+    """One test's figures: {"ops_per_s", "p50_ms", "p99_ms"}."""
+    argv = ["redis-benchmark", "-h", HOST, "-p", str(port), "-t", test]
     argv += ["-d", str(VALUE_BYTES), "-r", str(KEYSPACE), "-n", str(requests)]
     argv += ["-c", str(clients), "-P", str(pipeline), "--csv"]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=BENCH_TIMEOUT_S)
     if done.returncode != 0:
         raise RuntimeError(f"redis-benchmark failed: {done.stderr.strip()[-500:]}")
-    out: dict[str, Any] = {}
-    for row in csv.DictReader(io.StringIO(done.stdout)):
-        out[row["test"]] = {
-            "ops_per_s": float(row["rps"]),
-            "p50_ms": float(row["p50_latency_ms"]),
-            "p99_ms": float(row["p99_latency_ms"]),
-        }
-    if set(out) != {"SET", "GET"}:
+    rows = list(csv.DictReader(io.StringIO(done.stdout)))
+    if len(rows) != 1 or rows[0]["test"] != test.upper():
         raise RuntimeError(f"redis-benchmark output not understood: {done.stdout[-500:]}")
+    return {
+        "ops_per_s": float(rows[0]["rps"]),
+        "p50_ms": float(rows[0]["p50_latency_ms"]),
+        "p99_ms": float(rows[0]["p99_latency_ms"]),
+    }
+
+
+#: (load name, clients, pipeline); the SET test runs before the GET test (GET reads its keys).
+LOADS: Final = (("single", 1, 1), ("saturation", SAT_CLIENTS, SAT_PIPELINE))
+TESTS: Final = ("set", "get")
+
+
+def two_loads(port: int, args: argparse.Namespace, meter: Any = None) -> dict[str, Any]:
+    """Both loads, both tests; `meter(load, test, run)` wraps each test (CPU accounting)."""
+    out: dict[str, Any] = {}
+    for load, clients, pipeline in LOADS:
+        requests = args.single_n if load == "single" else args.saturation_n
+        out[load] = {}
+        for test in TESTS:
+            run = functools.partial(redis_benchmark, port, test, clients, pipeline, requests)
+            figures = run() if meter is None else meter(load, test, run)
+            figures["requests"] = requests
+            out[load][test.upper()] = figures
     return out
 
 
-def two_loads(port: int, args: argparse.Namespace) -> dict[str, Any]:
-    return {
-        "single": redis_benchmark(port, 1, 1, args.single_n),
-        "saturation": redis_benchmark(port, SAT_CLIENTS, SAT_PIPELINE, args.saturation_n),
-    }
+def main_thread_sched_s(pid: int) -> tuple[float, float]:
+    """(running, runnable but waiting for a CPU) seconds of a process's main thread."""
+    fields = Path(f"/proc/{pid}/schedstat").read_text().split()
+    return int(fields[0]) / 1e9, int(fields[1]) / 1e9
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (every thread)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # --- the store --------------------------------------------------------------------------------
@@ -225,17 +248,36 @@ def run_store(args: argparse.Namespace, profile: bool) -> dict[str, Any]:
         up = Child(argv, cwd=directory)
         try:
             leader_id, ports = _wait_ready(up)
-            leader_pid = _node_pid(up.popen.pid, leader_id)
-            single = redis_benchmark(ports[leader_id], 1, 1, args.single_n)
-            spy = _start_py_spy(args, leader_pid) if profile else None
-            try:
-                saturation = redis_benchmark(
-                    ports[leader_id], SAT_CLIENTS, SAT_PIPELINE, args.saturation_n
-                )
-            finally:
-                if spy is not None:
-                    _stop_py_spy(spy)
-            return {"single": single, "saturation": saturation, "leader": leader_id}
+            pids = {node: _node_pid(up.popen.pid, node) for node in ports}
+
+            def meter(load: str, test: str, run: Any) -> Any:
+                spy = None
+                if profile and load == "saturation" and test == "set":
+                    spy = _start_py_spy(args, pids[leader_id])
+                before = {node: cpu_s(pid) for node, pid in pids.items()}
+                sched_before = main_thread_sched_s(pids[leader_id])
+                began = time.monotonic()
+                try:
+                    figures = run()
+                finally:
+                    if spy is not None:
+                        _stop_py_spy(spy)
+                wall_s = time.monotonic() - began
+                spent = {node: cpu_s(pid) - before[node] for node, pid in pids.items()}
+                sched = main_thread_sched_s(pids[leader_id])
+                # Per wall second: how long the leader's loop thread ran, and how long it was
+                # ready to run but waited for one of the machine's CPUs.
+                figures["leader_loop_run_s_per_s"] = (sched[0] - sched_before[0]) / wall_s
+                figures["leader_loop_cpu_wait_s_per_s"] = (sched[1] - sched_before[1]) / wall_s
+                requests = args.single_n if load == "single" else args.saturation_n
+                # CPU per request: what the load costs, whatever the machine's load.
+                figures["leader_cpu_ms_per_req"] = spent[leader_id] * 1e3 / requests
+                figures["cluster_cpu_ms_per_req"] = sum(spent.values()) * 1e3 / requests
+                return figures
+
+            result = two_loads(ports[leader_id], args, meter)
+            result["leader"] = leader_id
+            return result
         finally:
             up.stop()
 
@@ -291,7 +333,7 @@ def _start_py_spy(args: argparse.Namespace, pid: int) -> Child:
     binary = Path(args.venv) / "bin" / "py-spy"
     if not binary.exists():
         _pip(Path(args.venv), "py-spy")
-    argv = [str(binary), "record", "--pid", str(pid), "--idle", "--rate", "250"]
+    argv = [str(binary), "record", "--pid", str(pid), "--idle", "--nonblocking", "--rate", "200"]
     argv += ["--format", "raw", "--output", args.py_spy, "--duration", "600"]
     spy = Child(argv)
     time.sleep(1.0)  # py-spy attaches
@@ -427,6 +469,17 @@ def machine() -> dict[str, Any]:
     }
 
 
+METRICS: Final = (
+    "ops_per_s",
+    "p50_ms",
+    "p99_ms",
+    "leader_cpu_ms_per_req",
+    "cluster_cpu_ms_per_req",
+    "leader_loop_run_s_per_s",
+    "leader_loop_cpu_wait_s_per_s",
+)
+
+
 def medians(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     """{system: {load: {test: {metric: median}}}} over the rounds that ran that system."""
     out: dict[str, Any] = {}
@@ -439,7 +492,8 @@ def medians(rounds: list[dict[str, Any]]) -> dict[str, Any]:
             for test in runs[0][load]:
                 out[system][load][test] = {
                     metric: statistics.median(run[load][test][metric] for run in runs)
-                    for metric in ("ops_per_s", "p50_ms", "p99_ms")
+                    for metric in METRICS
+                    if all(metric in run[load][test] for run in runs)
                 }
         loads = [r["load"][system] for r in rounds if system in r["load"]]
         out[system]["load_avg"] = (min(x[0] for x in loads), max(x[1] for x in loads))
@@ -448,13 +502,23 @@ def medians(rounds: list[dict[str, Any]]) -> dict[str, Any]:
 
 def print_table(summary: dict[str, Any], rounds: int) -> None:
     print(f"\nmedians of {rounds} rounds: ops/s, p50 ms, p99 ms (load average min-max)")
-    print(f"{'system':<22} {'load':<11} {'test':<4} {'ops/s':>9} {'p50':>8} {'p99':>8}")
+    print(
+        f"{'system':<22} {'load':<11} {'test':<4} {'ops/s':>9} {'p50':>8} {'p99':>8} "
+        "CPU ms/request: leader, 3 nodes"
+    )
     for system, loads in summary.items():
         for load in ("single", "saturation"):
             for test, m in loads[load].items():
+                cpu = ""
+                if "leader_cpu_ms_per_req" in m:
+                    cpu = (
+                        f" {m['leader_cpu_ms_per_req']:.3f}, {m['cluster_cpu_ms_per_req']:.3f};"
+                        f" loop runs {m['leader_loop_run_s_per_s']:.2f} s/s, waits for a CPU"
+                        f" {m['leader_loop_cpu_wait_s_per_s']:.2f} s/s"
+                    )
                 print(
                     f"{system:<22} {load:<11} {test:<4} {m['ops_per_s']:9.0f} "
-                    f"{m['p50_ms']:8.2f} {m['p99_ms']:8.2f}"
+                    f"{m['p50_ms']:8.2f} {m['p99_ms']:8.2f}{cpu}"
                 )
         low, high = loads["load_avg"]
         print(f"{system:<22} load average {low:.1f}-{high:.1f}")
@@ -487,7 +551,10 @@ def py_spy_summary(path: str) -> dict[str, dict[str, float]]:
         for line in f:
             stack, _, n = line.rstrip("\n").rpartition(" ")
             frames = stack.split(";")
-            kind = "main thread" if "MainThread" in frames[0] else "other threads"
+            # Without thread names in the raw format, the main thread's stacks start at the
+            # `detsim serve` entry point (`python -c ...` is "<module> (<string>:1)").
+            main_thread = "MainThread" in frames[0] or frames[0].startswith("<module>")
+            kind = "main thread" if main_thread else "other threads"
             totals[kind] += int(n)
             category = next(
                 (
