@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from detsim.cli import check, replay, scenarios, serve, sim, up
+from detsim.cli import check, mutants, replay, scenarios, serve, sim, up
 
 
 @click.group()
@@ -17,5 +17,5 @@ def main() -> None:
     """Deterministic simulation testing for asyncio."""
 
 
-for _module in (check, sim, replay, scenarios, serve, up):
+for _module in (check, sim, replay, scenarios, serve, up, mutants):
     main.add_command(_module.command)
