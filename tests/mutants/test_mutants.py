@@ -325,7 +325,7 @@ def test_cli_table_and_a_missed_bug_exit_1(tmp_path: Any) -> None:
     )  # fmt: skip
     assert out.exit_code == 1, out.output
     lines = out.stdout.splitlines()
-    assert lines[0].split() == ["bug", "detected", "seeds", "wall", "s", "found", "by"]
+    assert lines[0].split() == ["bug", "detected", "seeds", "wall", "s", "cpu", "s", "found", "by"]
     assert lines[2].split()[:3] == ["hard_state_not_synced", "NO", "1"]
     assert "0 of 1 bugs detected" in out.stdout
 

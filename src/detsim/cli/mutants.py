@@ -100,13 +100,13 @@ def command(
 
 
 def _print_table(results: list[HuntResult]) -> None:
-    header = f"{'bug':<28} {'detected':<8} {'seeds':>5} {'wall s':>7}  found by"
+    header = f"{'bug':<28} {'detected':<8} {'seeds':>5} {'wall s':>7} {'cpu s':>7}  found by"
     click.echo(header)
     click.echo("-" * len(header))
     for r in results:
         by = f"{r.scenario} seed {r.seed}" if r.detected else "-"
         mark = "yes" if r.detected else "NO"
-        click.echo(f"{r.bug:<28} {mark:<8} {r.seeds:>5} {r.wall_s:>7.1f}  {by}")
+        click.echo(f"{r.bug:<28} {mark:<8} {r.seeds:>5} {r.wall_s:>7.1f} {r.cpu_s:>7.1f}  {by}")
     detected = [r for r in results if r.detected]
     click.echo(f"{len(detected)} of {len(results)} bugs detected")
     for r in detected:

@@ -6,10 +6,12 @@ reached within one pass, whatever its place in the catalogue), on the campaign's
 pool (`detsim.campaign.pool`: spawned workers, fixed hash seed) with `jobs` workers.
 
 Stopping rules: the first failing run ends the hunt (detected); otherwise no run is started
-after `budget_s` wall seconds or past `max_seeds` seeds of each scenario (not detected). A hunt
-reports the runs finished when it ended (`seeds`: runs, counting the detecting one) and the
-wall seconds from its start to its detection (or to its end when the bug was missed); runs
-still in flight at a detection finish before the pool closes and are not counted.
+(and those queued but not started are cancelled) after `budget_s` wall seconds or past
+`max_seeds` seeds of each scenario (not detected). A hunt reports the runs finished when it
+ended (`seeds`: runs, counting the detecting one) and the wall seconds from its start to its
+detection (or to its end when the bug was missed); runs still in flight at a detection finish
+before the pool closes and are not counted. `cpu_s`, the workers' CPU time (all of it), says
+what the hunt costs on a machine shared with other work, where wall time says little.
 
 The workers find the mutant scenarios through DETSIM_SCENARIO_MODULES, set while the pool
 runs and restored after.
@@ -20,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import resource
 import time
 from collections.abc import Iterator, Sequence
 from typing import Final
@@ -41,6 +44,7 @@ class HuntResult:
     detected: bool
     seeds: int  # runs finished when the hunt ended (the detecting run included)
     wall_s: float  # from the hunt's start to its detection (or its end, if missed)
+    cpu_s: float  # the workers' CPU seconds, runs in flight at the end included
     scenario: str | None = None  # the detecting run's base scenario
     seed: int | None = None
     failure: str | None = None  # the detecting run's summary line
@@ -56,8 +60,9 @@ class HuntResult:
         }
 
 
-class _Found(Exception):
-    """Raised out of the pool's callback to stop the hunt at its first detection."""
+class _Stop(Exception):
+    """Raised out of the pool's callback to end the hunt: detected, or out of budget. The
+    pool then cancels the runs not started yet (those running finish first)."""
 
 
 def search_order(scenarios: Sequence[str], max_seeds: int) -> Iterator[tuple[str, int]]:
@@ -111,21 +116,32 @@ def hunt(
         finished.append(result)
         if not result.passed:
             detected_s.append(time.perf_counter() - started)
-            raise _Found
+            raise _Stop
+        if time.perf_counter() - started >= budget_s:
+            raise _Stop
 
-    with mutant_provider(), contextlib.suppress(_Found):
+    cpu_before_s = _children_cpu_s()
+    with mutant_provider(), contextlib.suppress(_Stop):
         pool.run_local(tasks(), jobs, collect)
     wall_s = time.perf_counter() - started
+    cpu_s = _children_cpu_s() - cpu_before_s
     first_failure = next((r for r in finished if not r.passed), None)
     if first_failure is None:
-        return HuntResult(mutant.name, False, len(finished), wall_s)
+        return HuntResult(mutant.name, False, len(finished), wall_s, cpu_s)
     return HuntResult(
         bug=mutant.name,
         detected=True,
         seeds=len(finished),
         wall_s=detected_s[0],
+        cpu_s=cpu_s,
         scenario=first_failure.scenario.split(".", 2)[2],
         seed=first_failure.seed,
         failure=first_failure.summary[:MAX_FAILURE_CHARS],
         artifact_path=first_failure.artifact_path,
     )
+
+
+def _children_cpu_s() -> float:
+    """CPU seconds of this process's ended children (the pool's workers, once it closed)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
