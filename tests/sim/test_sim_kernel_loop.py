@@ -255,3 +255,17 @@ def test_debug_mode_keeps_asyncios_own_checks_and_tracebacks(loop):
         return handle._source_traceback
 
     assert loop.run_until_complete(main())  # asyncio's debug path recorded where it was made
+
+
+def test_only_unfinished_tasks_of_a_dead_boot_are_kept(loop):
+    host = _Host("n1", loop)
+
+    async def main():
+        for _ in range(100):
+            await loop.spawn_on(host, asyncio.sleep(0))
+        loop.spawn_on(host, asyncio.sleep(10))
+        await asyncio.sleep(1)
+        loop.bury(host.boot, "was killed")
+
+    loop.run_until_complete(main())
+    assert len(loop._graveyard) == 1  # the sleeping one; the 100 finished ones are not kept

@@ -485,8 +485,11 @@ class SimLoop(asyncio.BaseEventLoop):
                 fut._log_traceback = False
         boot.spawned.clear()
         for task in boot.tasks.values():
+            if task.done():
+                continue  # finished before the death: nothing of it can run again
             task._log_destroy_pending = False  # type: ignore[attr-defined]
             self._graveyard.append(task)
+        boot.tasks = {}
         if len(self._graveyard) > MAX_DEAD_TASKS:
             raise BoundExceeded(
                 f"more than {MAX_DEAD_TASKS} tasks of dead nodes are kept (so that none of their "
