@@ -14,6 +14,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from detsim.campaign import pool, replay
+from detsim.campaign.catalogue import ENV_MODULES
+from detsim.campaign.runner import Task
 from detsim.campaign.scenario import Scenario, Verdict
 from detsim.cli import main
 from detsim.kv.commands import Set, encode_write
@@ -303,7 +306,7 @@ def run_cli(*args: str) -> Any:
     return CliRunner().invoke(main, ["mutants", *args], catch_exceptions=False)
 
 
-def test_cli_json_one_line_per_bug(tmp_path: Any) -> None:
+def test_cli_json_one_line_per_bug(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     out = run_cli(
         "--json", "--bug", "apply_before_commit", "--scenario", "calm", "--jobs", "1",
         "--artifacts", str(tmp_path),
@@ -313,8 +316,15 @@ def test_cli_json_one_line_per_bug(tmp_path: Any) -> None:
     assert [line["bug"] for line in lines] == ["apply_before_commit"]
     assert lines[0]["detected"] is True and lines[0]["seeds"] >= 1 and lines[0]["wall_s"] > 0
     assert sorted(lines[0]) == ["bug", "detected", "seeds", "wall_s"]
-    artifacts = list(tmp_path.glob("mutant.apply_before_commit.calm-seed*.json"))
+    artifacts = sorted(tmp_path.glob("mutant.apply_before_commit.calm-seed*.json"))
     assert artifacts, "the detecting run's artifact names the bug"
+    # Its replay plants the bug again: the same failing run, the same trace hash.
+    # (Run in a worker directly: this process's registry may have been loaded without it.)
+    monkeypatch.setenv(ENV_MODULES, mutant_scenarios.MODULE)
+    data = replay.load(artifacts[0])
+    spec = data["replay"]
+    again = pool.run_in_worker(Task(spec["scenario"], spec["seed"], spec["params"]))
+    assert again.trace_hash == data["trace_hash"] and not again.passed
 
 
 def test_cli_table_and_a_missed_bug_exit_1(tmp_path: Any) -> None:

@@ -115,6 +115,8 @@ def _print_table(results: list[HuntResult]) -> None:
             f"  replay: DETSIM_SCENARIO_MODULES={MODULE} detsim sim "
             f"--scenario mutant.{r.bug}.{r.scenario} --seed {r.seed}"
         )
+        if r.artifact_path is not None:
+            click.echo(f"  or: DETSIM_SCENARIO_MODULES={MODULE} detsim replay {r.artifact_path}")
 
 
 def _select_bugs(bugs: tuple[str, ...]) -> list[Mutant]:
