@@ -43,7 +43,7 @@ def test_every_store_scenario_is_registered_with_one_line() -> None:
     assert len(names) == len(set(names))
     for scenario in SCENARIOS:
         assert registry[scenario.name] is scenario
-        assert scenario.expect_pass
+        assert scenario.expect_pass or scenario.description.startswith("KNOWN ")
         assert scenario.description and "\n" not in scenario.description
     assert set(CORE) <= set(names)
 
@@ -61,7 +61,9 @@ def test_core_scenarios_pass(name: str, seed: int) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", [s.name for s in SCENARIOS if s.name not in CORE])
+@pytest.mark.parametrize(
+    "name", [s.name for s in SCENARIOS if s.name not in CORE and s.expect_pass]
+)
 @pytest.mark.parametrize("seed", range(SEEDS))
 def test_other_scenarios_pass(name: str, seed: int) -> None:
     _run(name, seed)

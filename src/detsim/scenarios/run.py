@@ -83,6 +83,7 @@ class StoreScenario:
     families: tuple[Family, ...]
     nodes: int
     spares: int = 0
+    expect_pass: bool = True
     snapshot_threshold: tuple[int, int] | None = None  # drawn from this range; None: default
     pace: tuple[tuple[float, float], tuple[float, float]] = ((0.5, 3.0), (1.0, 5.0))
 
