@@ -39,7 +39,7 @@ def plot(page: str) -> str:
 
 
 def lane_order(page: str) -> list[str]:
-    return re.findall(r'class="label [a-z]+">([^<]+?)(?: \u26a0)?</text>', page)
+    return re.findall(r'text-anchor="end" class="label [a-z]+">([^<]+)</text>', page)
 
 
 def test_one_lane_per_node_in_config_order_then_clients_then_the_cluster() -> None:
@@ -134,7 +134,9 @@ def test_client_operations_are_bars_from_invoke_to_completion() -> None:
     assert page.count('class="op-fail op-suspect"') == 1  # the key the failure names
     rows = re.findall(r'y="([\d.]+)" width="[\d.]+" height="5" class="op-(?:ok|info)"', page)
     assert len(set(rows)) == 2  # overlapping ops on separate sub-rows
-    assert 'class="label failing">n2 \u26a0</text>' in page  # the node the failure names
+    assert (
+        'class="label failing">n2</text>' in page and "\u26a0" in page
+    )  # the node the failure names
 
 
 def test_violations_and_a_failed_run_are_marked_across_the_lanes() -> None:

@@ -7,6 +7,11 @@ the one test is rerun at that seed in a pytest subprocess, which reports its tra
 The rerun happens in a fresh worker with the campaign's PYTHONHASHSEED (pool.run_in_worker),
 so it is the same run whatever the calling process's hash seed.
 
+The event log (`event_log`): the run's events one per line, `t node kind field=value ...`,
+the last `limit` of them (MAX_LOG_EVENTS at most); network and disk plumbing (NOISE_KINDS:
+deliveries, connections, fsyncs) is left out unless asked for, and the first line says how
+many events were left out and why, so a person knows the log is partial.
+
 Errors: `ReplayError` for anything that makes the artifact unreplayable (unreadable file, not
 an artifact, an unknown kind, an unknown scenario): the CLI turns it into exit status 2.
 """
@@ -14,12 +19,13 @@ an artifact, an unknown kind, an unknown scenario): the CLI turns it into exit s
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from detsim.campaign import pool
 from detsim.campaign.catalogue import UnknownScenario, registry
@@ -124,3 +130,64 @@ def replay(path: str | os.PathLike[str]) -> Replay:
     data = load(path)
     task = task_for(data, str(path))
     return Replay(data, pool.run_in_worker(task))
+
+
+DEFAULT_LOG_EVENTS: Final = 200
+MAX_LOG_EVENTS: Final = 1_000_000
+MAX_LOG_LINE_CHARS: Final = 200
+NOISE_KINDS: Final = frozenset(
+    {
+        "recv",
+        "hold",
+        "connect",
+        "accept",
+        "established",
+        "closed",
+        "listen",
+        "refuse",
+        "reset",
+        "rst",
+        "connect_timeout",
+        "udp_send",
+        "udp_recv",
+        "udp_drop",
+        "disk.fsync",
+        "disk.fsync_dir",
+        "disk.writeback",
+    }
+)
+
+
+def event_line(event: dict[str, Any]) -> str:
+    """`   12.345678  n1          raft.state  role="leader" term=3 ...`, cut to a bound."""
+    fields = " ".join(
+        f"{k}={json.dumps(v, default=repr)}"
+        for k, v in event.items()
+        if k not in ("t", "node", "kind")
+    )
+    try:
+        t = f"{float(event.get('t', 0.0)):12.6f}"
+    except (TypeError, ValueError):
+        t = f"{event.get('t')!s:>12}"
+    line = f"{t}  {event.get('node')!s:<11} {event.get('kind')!s:<22} {fields}".rstrip()
+    return line if len(line) <= MAX_LOG_LINE_CHARS else line[: MAX_LOG_LINE_CHARS - 3] + "..."
+
+
+def event_log(
+    events: list[dict[str, Any]], limit: int = DEFAULT_LOG_EVENTS, all_kinds: bool = False
+) -> list[str]:
+    """The log's lines: a header saying what was left out, then the last `limit` events."""
+    if not 0 <= limit <= MAX_LOG_EVENTS:
+        raise ValueError(f"the event log shows 0..{MAX_LOG_EVENTS} events, not {limit}")
+    kept = [e for e in events if isinstance(e, dict)]
+    if not all_kinds:
+        kept = [e for e in kept if e.get("kind") not in NOISE_KINDS]
+    hidden = len(events) - len(kept)
+    shown = kept[len(kept) - limit :] if limit else []
+    earlier = len(kept) - len(shown)
+    head = f"event log: the last {len(shown)} of {len(events)} events"
+    if hidden:
+        head += f"; {hidden} network/disk events hidden (--all-events shows them)"
+    if earlier:
+        head += f"; {earlier} earlier events omitted (--events N shows more)"
+    return [head, *(event_line(e) for e in shown)]

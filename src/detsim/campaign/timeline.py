@@ -404,11 +404,12 @@ def _draw_lanes(c: Canvas) -> None:
             f'height="{lane.height:.1f}" class="{shade}"/>'
         )
         label_class = "label failing" if lane.named_by_failure else f"label {lane.kind}"
-        mark = " \u26a0" if lane.named_by_failure else ""
         c.add(
             f'<text x="{LABEL_WIDTH_PX - 8}" y="{c.mid(lane) + 4:.1f}" text-anchor="end" '
-            f'class="{label_class}">{html.escape(lane.name)}{mark}</text>'
+            f'class="{label_class}">{html.escape(lane.name)}</text>'
         )
+        if lane.named_by_failure:
+            c.add(f'<text x="8" y="{c.mid(lane) + 4:.1f}" class="label failing">\u26a0</text>')
         c.add(
             f'<line x1="{LABEL_WIDTH_PX}" y1="{lane.y + lane.height:.1f}" '
             f'x2="{LABEL_WIDTH_PX + PLOT_WIDTH_PX}" y2="{lane.y + lane.height:.1f}" '
