@@ -3,6 +3,8 @@
 #   redis-tools   redis-cli, for the store's real-process tests (tests/kv/test_kv_processes*.py)
 #   redis-server  the non-replicated reference of the store's benchmark (also brings
 #                 redis-benchmark)
+#   chromium      headless, to screenshot the replay's HTML timeline
+#                 (tests/campaign/test_timeline_browser.py)
 # Idempotent (installs only what is missing) and quiet (one line per action). Works as root on
 # a fresh Debian/Ubuntu machine that never ran `apt-get update`, or through passwordless sudo.
 # Never fails the build: without apt-get, root or a network it prints why and exits 0, and the
@@ -14,6 +16,7 @@ say() { echo "install-system-deps: $*" >&2; }
 missing=()
 command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0
 fi
