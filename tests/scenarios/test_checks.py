@@ -60,3 +60,45 @@ def test_linearizability_flags_a_stale_read() -> None:
     assert result.linearizable is False and lines[0].startswith("not linearizable: key 'r0'")
     good = [*history[:3], _ev(3, 1, "ok", "get", "1")]
     assert checks.linearizability(good)[0] == []
+
+
+def _log_history(read_value: str, append_b_done_first: bool = True) -> list[Event]:
+    """Two appends ('0.1;' acked with length 4, '1.1;' acked with length 8), then a read."""
+
+    def ev(index: int, process: int, etype: str, f: str, value: object) -> Event:
+        return Event(index, index, process, etype, f, "a0", value, None)
+
+    return [
+        ev(0, 0, "invoke", "append", "0.1;"),
+        ev(1, 0, "ok", "append", 4),
+        ev(2, 1, "invoke", "append", "1.1;"),
+        ev(3, 1, "ok", "append", 8),
+        ev(4, 2, "invoke", "get", None),
+        ev(5, 2, "ok", "get", read_value),
+    ]
+
+
+def test_append_logs_accepts_an_exact_log() -> None:
+    assert checks.append_logs(_log_history("0.1;1.1;"), ["a0"]) == []
+
+
+def test_append_logs_flags_a_read_missing_an_acknowledged_append() -> None:
+    lines = checks.append_logs(_log_history("0.1;"), ["a0"])
+    assert any("misses" in line and "1.1;" in line for line in lines)
+
+
+def test_append_logs_flags_appends_out_of_real_time_order() -> None:
+    lines = checks.append_logs(_log_history("1.1;0.1;"), ["a0"])
+    assert any("precedes" in line for line in lines)
+    assert any("not its place" in line for line in lines)
+
+
+def test_append_logs_flags_an_invented_token_and_a_non_prefix_read() -> None:
+    history = _log_history("0.1;1.1;9.9;")
+    history += [
+        Event(6, 6, 3, "invoke", "get", "a0", None, None),
+        Event(7, 7, 3, "ok", "get", "a0", "0.1;2.2;", None),
+    ]
+    lines = checks.append_logs(history, ["a0"])
+    assert any("9.9;" in line and "not invoked" in line for line in lines)
+    assert any("not a prefix" in line for line in lines)

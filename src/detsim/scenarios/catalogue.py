@@ -25,12 +25,12 @@ WORKLOADS: Final = {
         ),
         WorkloadShape(
             "pipelined",
-            "8-16 clients pipelining 4 ops a batch",
-            (8, 16),
+            "8-12 clients pipelining 4 ops a batch",
+            (8, 12),
             4,
             2,
             pipeline=4,
-            think_s=(0.0, 0.05),
+            think_s=(0.1, 0.4),
         ),
         WorkloadShape("hot", "6-10 clients contending for one register and one log", (6, 10), 1, 1),
         WorkloadShape(

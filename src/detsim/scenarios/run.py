@@ -219,6 +219,7 @@ class _Run:
 
     async def _check(self, faults: Faults) -> Verdict:
         cluster, shape = self.cluster, self.scenario.shape
+        log_keys = [k for k in shape.key_names() if k.startswith("a")]
         failures = checks.raft_invariants(cluster, faults.retired)
         failures += checks.node_stops(cluster, faults.disk_victims)
         failures += self.failures
@@ -226,9 +227,9 @@ class _Run:
             voters, learners = cluster.members()
             failures += checks.convergence(await cluster.digests(), voters + learners)
             final = await final_reads(cluster, self.log, shape.key_names(), FINAL_READ_BOUND_S)
-            log_keys = [k for k in shape.key_names() if k.startswith("a")]
             failures += checks.durability(self.appends, final, log_keys)
-        lines, result = checks.linearizability(self.log.events)
+        failures += checks.append_logs(self.log.events, log_keys)
+        lines, result = checks.linearizability(self.log.events, skip_keys=log_keys)
         failures += lines
         return self._verdict(failures, result.keys, faults)
 

@@ -44,7 +44,7 @@ CONNECT_TIMEOUT_S: Final = 2.0
 BACKOFF_S: Final = (0.05, 0.5)  # after an error, before the next op (a client's failover)
 #: A big value: close below the largest write the store accepts (MAX_WRITE_PAYLOAD_BYTES).
 BIG_VALUE_BYTES: Final = MAX_WRITE_PAYLOAD_BYTES - 1024
-BIG_VALUE_EVERY_OPS: Final = 25  # one put in this many is big, in a big-values shape
+BIG_VALUE_P: Final = 0.2  # the share of puts that are big, in a big-values shape
 _UNKNOWN_OUTCOME: Final = (
     redis.exceptions.TimeoutError,
     redis.exceptions.ConnectionError,
@@ -165,7 +165,7 @@ class Slot:
         return _Op("delete", key, None)
 
     def _value(self, token: str) -> str:
-        if self.shape.big_values and self.seq % BIG_VALUE_EVERY_OPS == 0:
+        if self.shape.big_values and self.rng.random() < BIG_VALUE_P:
             size = self.rng.randint(BIG_VALUE_BYTES // 2, BIG_VALUE_BYTES)
         else:
             size = self.rng.randint(*self.shape.value_bytes)
