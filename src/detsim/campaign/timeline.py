@@ -365,6 +365,7 @@ def render(artifact: dict[str, Any]) -> str:
     _draw_phases(canvas)
     _draw_states(canvas)
     _draw_bands(canvas)
+    _draw_separators(canvas)
     _draw_arrows(canvas)
     _draw_ops(canvas)
     _draw_faults(canvas)
@@ -410,16 +411,21 @@ def _draw_lanes(c: Canvas) -> None:
         )
         if lane.named_by_failure:
             c.add(f'<text x="8" y="{c.mid(lane) + 4:.1f}" class="label failing">\u26a0</text>')
-        c.add(
-            f'<line x1="{LABEL_WIDTH_PX}" y1="{lane.y + lane.height:.1f}" '
-            f'x2="{LABEL_WIDTH_PX + PLOT_WIDTH_PX}" y2="{lane.y + lane.height:.1f}" '
-            'class="lane-sep"/>'
-        )
         if lane.named_by_failure:
             c.add(
                 f'<rect x="2" y="{lane.y + 2:.1f}" width="{LABEL_WIDTH_PX - 4}" '
                 f'height="{lane.height - 4:.1f}" class="failing-box"/>'
             )
+
+
+def _draw_separators(c: Canvas) -> None:
+    """A line under each lane, over the bands (which may fill a lane) and under the marks."""
+    for lane in c.model.lanes:
+        c.add(
+            f'<line x1="{LABEL_WIDTH_PX}" y1="{lane.y + lane.height:.1f}" '
+            f'x2="{LABEL_WIDTH_PX + PLOT_WIDTH_PX}" y2="{lane.y + lane.height:.1f}" '
+            'class="lane-sep"/>'
+        )
 
 
 def _draw_bands(c: Canvas) -> None:
@@ -769,7 +775,7 @@ pre.failure {{ background: #fdecea; border-left: 4px solid #d62728; padding: 6px
 .notes {{ font-size: 12px; color: #555; margin: 2px 0 4px 0; padding-left: 18px; }}
 .plot {{ overflow-x: auto; border: 1px solid #ccc; }}
 .lane-even {{ fill: #f7f9fc; }} .lane-odd {{ fill: #ffffff; }}
-.lane-sep {{ stroke: #d5dbe3; stroke-width: 1; }}
+.lane-sep {{ stroke: #d5dbe3; stroke-width: 1; shape-rendering: crispEdges; }}
 .label {{ font: bold 13px monospace; fill: #1f3b5c; }}
 .label.client {{ font-weight: normal; fill: #555; }} .label.cluster {{ fill: #555; }}
 .label.failing {{ fill: #d62728; }}
