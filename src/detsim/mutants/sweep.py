@@ -2,16 +2,18 @@
 
 Owned here: the search order and the stopping rules. Runs are (scenario, seed) pairs taken
 round-robin, seed 0 of every scenario before seed 1 of any (a bug one fault family finds is
-reached within one pass, whatever its place in the catalogue), on the campaign's local worker
-pool (`detsim.campaign.pool`: spawned workers, fixed hash seed) with `jobs` workers.
+reached within one pass, whatever its place in the catalogue), on `jobs` spawned worker
+processes started the campaign's way (`detsim.campaign.pool`: fixed hash seed, checked by
+`pool.check_worker`; `runner.run_one` in each). The campaign's own pool waits for every run it
+started; a hunt cannot (one slow run would hold it far past its budget), so it runs its own
+`multiprocessing` pool, which it terminates when it stops.
 
-Stopping rules: the first failing run ends the hunt (detected); otherwise no run is started
-(and those queued but not started are cancelled) after `budget_s` wall seconds or past
-`max_seeds` seeds of each scenario (not detected). A hunt reports the runs finished when it
-ended (`seeds`: runs, counting the detecting one) and the wall seconds from its start to its
-detection (or to its end when the bug was missed); runs still in flight at a detection finish
-before the pool closes and are not counted. `cpu_s`, the workers' CPU time (all of it), says
-what the hunt costs on a machine shared with other work, where wall time says little.
+Stopping rules: the first failing run ends the hunt (detected); otherwise the hunt ends at
+`budget_s` wall seconds, or when every scenario ran `max_seeds` seeds (not detected); runs in
+flight at the end are abandoned. A hunt reports the runs finished (`seeds`: runs, the
+detecting one included) and the wall seconds from its start (workers' start-up included) to
+its detection (or to its end when the bug was missed). `cpu_s`, the workers' CPU time, says
+what the hunt cost on a machine shared with other work, where wall time says little.
 
 The workers find the mutant scenarios through DETSIM_SCENARIO_MODULES, set while the pool
 runs and restored after.
@@ -21,7 +23,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import multiprocessing
+import multiprocessing.pool
 import os
+import queue
 import resource
 import time
 from collections.abc import Iterator, Sequence
@@ -29,7 +34,7 @@ from typing import Final
 
 from detsim.campaign import pool
 from detsim.campaign.catalogue import ENV_MODULES
-from detsim.campaign.runner import RunResult, Task
+from detsim.campaign.runner import RunResult, Task, run_one
 from detsim.mutants import scenarios as mutant_scenarios
 from detsim.mutants._patch import Mutant
 
@@ -58,11 +63,6 @@ class HuntResult:
             "seeds": self.seeds,
             "wall_s": round(self.wall_s, 1),
         }
-
-
-class _Stop(Exception):
-    """Raised out of the pool's callback to end the hunt: detected, or out of budget. The
-    pool then cancels the runs not started yet (those running finish first)."""
 
 
 def search_order(scenarios: Sequence[str], max_seeds: int) -> Iterator[tuple[str, int]]:
@@ -101,44 +101,73 @@ def hunt(
     """Run `scenarios` x seeds with `mutant` planted until a run fails or the budget ends."""
     if not scenarios:
         raise ValueError("no scenario to hunt with")
+    if not 1 <= jobs <= pool.MAX_JOBS:
+        raise ValueError(f"jobs must be in 1..{pool.MAX_JOBS}, got {jobs}")
+    order = (
+        Task(mutant_scenarios.scenario_name(mutant.name, name), seed, {}, artifacts_dir)
+        for name, seed in search_order(scenarios, max_seeds)
+    )
     started = time.perf_counter()
-    finished: list[RunResult] = []
-    detected_s: list[float] = []  # wall seconds at the first failing result
-
-    def tasks() -> Iterator[Task]:
-        for name, seed in search_order(scenarios, max_seeds):
-            if time.perf_counter() - started >= budget_s:
-                return
-            bugged = mutant_scenarios.scenario_name(mutant.name, name)
-            yield Task(bugged, seed, {}, artifacts_dir)
-
-    def collect(result: RunResult) -> None:
-        finished.append(result)
-        if not result.passed:
-            detected_s.append(time.perf_counter() - started)
-            raise _Stop
-        if time.perf_counter() - started >= budget_s:
-            raise _Stop
-
     cpu_before_s = _children_cpu_s()
-    with mutant_provider(), contextlib.suppress(_Stop):
-        pool.run_local(tasks(), jobs, collect)
-    wall_s = time.perf_counter() - started
+    with mutant_provider(), pool.fixed_hash_seed():
+        finished, detected_s = _run_until_failure(order, jobs, started + budget_s, started)
     cpu_s = _children_cpu_s() - cpu_before_s
-    first_failure = next((r for r in finished if not r.passed), None)
+    first_failure = finished[-1] if finished and not finished[-1].passed else None
     if first_failure is None:
-        return HuntResult(mutant.name, False, len(finished), wall_s, cpu_s)
+        return HuntResult(mutant.name, False, len(finished), time.perf_counter() - started, cpu_s)
     return HuntResult(
         bug=mutant.name,
         detected=True,
         seeds=len(finished),
-        wall_s=detected_s[0],
+        wall_s=detected_s,
         cpu_s=cpu_s,
         scenario=first_failure.scenario.split(".", 2)[2],
         seed=first_failure.seed,
         failure=first_failure.summary[:MAX_FAILURE_CHARS],
         artifact_path=first_failure.artifact_path,
     )
+
+
+def _run_until_failure(
+    tasks: Iterator[Task], jobs: int, deadline: float, started: float
+) -> tuple[list[RunResult], float]:
+    """Keep `jobs` runs going on spawned workers until one fails, the tasks run out or the
+    deadline passes; then terminate the workers (a run in flight is abandoned, not awaited:
+    one long run must not hold a hunt past its budget). The results in completion order (a
+    failure is the last), and the wall seconds at the failure (0.0 if none)."""
+    done: queue.SimpleQueue[RunResult | BaseException] = queue.SimpleQueue()
+    workers = multiprocessing.get_context("spawn").Pool(jobs, initializer=pool.check_worker)
+    finished: list[RunResult] = []
+    try:
+        in_flight = sum(_submit(workers, tasks, done) for _ in range(jobs))
+        while in_flight:
+            try:
+                item = done.get(timeout=max(deadline - time.perf_counter(), 0.0))
+            except queue.Empty:
+                break  # out of budget
+            if isinstance(item, BaseException):
+                raise item  # bad input, not a failing run (run_one never raises for those)
+            finished.append(item)
+            if not item.passed:
+                return finished, time.perf_counter() - started
+            in_flight += _submit(workers, tasks, done) - 1
+        return finished, 0.0
+    finally:
+        workers.terminate()
+        workers.join()
+
+
+def _submit(
+    workers: multiprocessing.pool.Pool,
+    tasks: Iterator[Task],
+    done: queue.SimpleQueue[RunResult | BaseException],
+) -> int:
+    """Start the next task, if any: 1 if one was started."""
+    task = next(tasks, None)
+    if task is None:
+        return 0
+    workers.apply_async(run_one, (task,), callback=done.put, error_callback=done.put)
+    return 1
 
 
 def _children_cpu_s() -> float:
