@@ -206,15 +206,14 @@ def redis_benchmark(port: int, test: str, clients: int, pipeline: int, requests:
     }
 
 
-#: (load name, clients, pipeline); the SET test runs before the GET test (GET reads its keys).
-LOADS: Final = (("single", 1, 1), ("saturation", SAT_CLIENTS, SAT_PIPELINE))
-TESTS: Final = ("set", "get")
+TESTS: Final = ("set", "get")  # SET runs first: GET reads its keys
 
 
 def two_loads(port: int, args: argparse.Namespace, meter: Any = None) -> dict[str, Any]:
     """Both loads, both tests; `meter(load, test, run)` wraps each test (CPU accounting)."""
     out: dict[str, Any] = {}
-    for load, clients, pipeline in LOADS:
+    loads = (("single", 1, 1), ("saturation", args.saturation_clients, SAT_PIPELINE))
+    for load, clients, pipeline in loads:
         requests = args.single_n if load == "single" else args.saturation_n
         out[load] = {}
         for test in TESTS:
@@ -580,6 +579,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--single-n", type=int, default=2000, help="requests, 1 client")
     parser.add_argument("--saturation-n", type=int, default=100_000, help="requests, 50 x P16")
+    parser.add_argument(
+        "--saturation-clients", type=int, default=SAT_CLIENTS, help="diagnostic: not 50"
+    )
     parser.add_argument("--pso-seconds", type=float, default=5.0)
     parser.add_argument("--pso-callers", type=int, default=SAT_CLIENTS * SAT_PIPELINE)
     parser.add_argument("--only", default="store,pysyncobj,redis")
