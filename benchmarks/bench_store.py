@@ -3,14 +3,18 @@
 
     .venv/bin/python benchmarks/bench_store.py [--rounds 3] [--single-n 2000]
         [--saturation-n 100000] [--pso-seconds 5] [--only store,pysyncobj,redis] [--json FILE]
-    diagnostic: --py-spy FILE (samples the store's leader during its saturation load, last
-        round; not a headline figure)
+    diagnostics (not headline figures): --py-spy FILE (py-spy, installed into the venv when
+        missing, samples the store's leader during the last round's saturation SET load and a
+        summary by component is printed); --saturation-clients N (not 50 x 16)
 
 Systems, each started fresh for every measurement and stopped after it:
 - store: `detsim up --nodes 3` (3 `detsim serve` processes on 127.0.0.1, fsync on, the
   defaults of `detsim serve`) in a temp dir; redis-benchmark `-t set,get -d 10 -r 100000`
   against the leader's client port: one client without pipelining (`-c 1`, latency-bound),
-  and 50 clients with `-P 16` (saturation).
+  and 50 clients with `-P 16` (saturation). Also per test: CPU per request of the leader and
+  of the 3 nodes (/proc/PID/stat, every thread), and per wall second how long the leader's
+  event-loop thread ran and how long it waited for a CPU (/proc/PID/schedstat): figures that
+  say where the time goes on a loaded machine.
 - redis: one `redis-server` (Debian's) with `appendonly yes`, `appendfsync always`, no RDB
   saves, in a temp dir: the non-replicated durable reference, the same two redis-benchmark
   loads.
@@ -25,8 +29,8 @@ Systems, each started fresh for every measurement and stopped after it:
 
 The systems run interleaved (round r runs each once, the order rotated per round) so that all
 see the same machine load; the 1-minute load average is sampled during each. Medians over the
-rounds are printed (ops/s, p50 and p99 ms). redis-benchmark's latency with `-P 16` is that of
-a whole pipeline of 16 (its own convention); PySyncObj's is one call's.
+rounds are printed (ops/s, p50 and p99 ms). redis-benchmark's latency is per request (with
+`-P 16` a request waits for its whole pipeline of 16); PySyncObj's is one call's.
 
 Bounds: every process started here is in its own process group, killed in `finally` (SIGTERM,
 then SIGKILL after STOP_TIMEOUT_S), even on error or Ctrl-C; every temp dir is removed; each
