@@ -242,3 +242,14 @@ def test_a_store_run_traces_leaders_and_client_operations() -> None:
     page = plot(timeline.render(data))
     assert 'class="role-leader"' in page and 'class="op-ok"' in page and 'class="msg"' in page
     assert lane_order(page)[:3] == ["n1", "n2", "n3"]
+
+
+def test_an_empty_or_malformed_artifact_still_renders() -> None:
+    # a pytest artifact may have no config; a hand-edited one may have anything
+    assert ">cluster</text>" in timeline.render({})
+    odd = {
+        "events": [{"t": "x", "node": None, "kind": None}, "junk"],
+        "virtual_seconds": None,
+        "config": "bad",
+    }
+    assert ">None</text>" in timeline.render(odd)
