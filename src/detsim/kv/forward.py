@@ -133,8 +133,6 @@ class _Upstream:
     def send(self, args: Sequence[bytes]) -> asyncio.Future[Reply]:
         assert self._writer is not None and not self.dead
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
-        # Retrieved even when its waiter gave up (timed out, or its client went away).
-        future.add_done_callback(_consume)
         self.pending.append(future)
         self._writer.write(encode_request(args))
         return future
@@ -164,6 +162,9 @@ class _Upstream:
             future = self.pending.popleft()
             if not future.done():
                 future.set_exception(error)
+                # Marked retrieved now, not in a done-callback: its waiter may have left (timed
+                # out, client gone), and callbacks may never run (a simulated node killed now).
+                future.exception()
         if self._writer is not None:
             self._writer.close()
 
@@ -174,11 +175,6 @@ class _Upstream:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
         self._fail_all("closed")
-
-
-def _consume(future: asyncio.Future[Reply]) -> None:
-    if not future.cancelled():
-        future.exception()  # retrieved: no "exception was never retrieved" noise
 
 
 class LeaderForwarder:
