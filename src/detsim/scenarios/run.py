@@ -231,7 +231,7 @@ class _Run:
         failures += checks.append_logs(self.log.events, log_keys)
         lines, result = checks.linearizability(self.log.events, skip_keys=log_keys)
         failures += lines
-        return self._verdict(failures, result.keys, faults)
+        return self._verdict(failures, result.keys + len(log_keys), faults)
 
     def _verdict(
         self, failures: list[str] | None, keys: int, faults: Faults | None = None
