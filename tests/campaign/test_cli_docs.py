@@ -25,7 +25,7 @@ def _row(command: str) -> str:
 
 
 def test_every_command_and_option_is_in_the_readme_table() -> None:
-    for name, command in main.commands.items():
+    for name, command in main.all_commands.items():
         row = _row(name)
         for param in command.params:
             if not isinstance(param, click.Option) or param.name == "help":
