@@ -102,3 +102,15 @@ def test_append_logs_flags_an_invented_token_and_a_non_prefix_read() -> None:
     lines = checks.append_logs(history, ["a0"])
     assert any("9.9;" in line and "not invoked" in line for line in lines)
     assert any("not a prefix" in line for line in lines)
+
+
+def test_append_logs_leaves_unobserved_appends_to_the_durability_check() -> None:
+    # The read saw only the first append; the second was acknowledged after the read began
+    # and nobody read it afterwards (a run that ended before its final reads).
+    history = _log_history("0.1;")
+    reordered = [history[0], history[1], history[4], history[2], history[3], history[5]]
+    events = [
+        Event(k, k, e.process, e.type, e.f, e.key, e.value, e.error)
+        for k, e in enumerate(reordered)
+    ]
+    assert checks.append_logs(events, ["a0"]) == []
