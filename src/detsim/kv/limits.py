@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Final
 
 from detsim.fs.records import MAX_PAYLOAD_BYTES as _MAX_RECORD_BYTES
+from detsim.raft.core.config import ENTRY_OVERHEAD_BYTES as _ENTRY_OVERHEAD_BYTES
 from detsim.raft.core.config import MESSAGE_OVERHEAD_BYTES as _MESSAGE_OVERHEAD_BYTES
 from detsim.raft.core.messages import MAX_MESSAGE_BYTES as _MAX_MESSAGE_BYTES
 
@@ -22,10 +23,21 @@ MAX_VALUE_BYTES: Final = 16 * 1024 * 1024
 #: arguments could encode to more is refused when parsed, and this bound, not
 #: MAX_VALUE_BYTES, limits what one SET/MSET/CAS carries (10 MiB - 64 KiB today); APPEND can
 #: still grow a value to MAX_VALUE_BYTES. Derived from the Raft bounds: it follows them.
+#: One Raft append carries at most this many bytes of entries: a whole frame, less the room
+#: for the message's own fields (the core's default is 1 MiB; the store raises it so that its
+#: largest write fits one append).
+RAFT_MAX_APPEND_BYTES: Final = _MAX_MESSAGE_BYTES - _MESSAGE_OVERHEAD_BYTES
 MAX_WRITE_PAYLOAD_BYTES: Final = min(
-    _MAX_MESSAGE_BYTES - _MESSAGE_OVERHEAD_BYTES,
+    RAFT_MAX_APPEND_BYTES - _ENTRY_OVERHEAD_BYTES,  # one entry alone in an append
     _MAX_RECORD_BYTES - 1024,  # the entry's own fields in its log record
 )
+
+#: The Raft core settings the store runs with (NodeConfig.raft overrides them): the core refuses
+#: a proposal over max_entry_bytes, so it must admit every write the parser admits.
+RAFT_SETTINGS: Final = {
+    "max_append_bytes": RAFT_MAX_APPEND_BYTES,
+    "max_entry_bytes": MAX_WRITE_PAYLOAD_BYTES,
+}
 
 #: Room for a maximal value's key, command name and framing in one request.
 REQUEST_OVERHEAD_BYTES: Final = 64 * 1024

@@ -27,6 +27,7 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
+from detsim.kv.limits import RAFT_SETTINGS
 from detsim.kv.server import MAX_CLIENT_CONNECTIONS, KVServer, ServerConfig
 from detsim.kv.statemachine import KVStateMachine
 from detsim.raft.driver import RaftNode, RaftNodeConfig, RaftObserver
@@ -76,7 +77,7 @@ class NodeConfig:
             join=self.join,
             tick_interval_s=self.tick_interval_s,
             snapshot_threshold_entries=self.snapshot_threshold_entries,
-            raft=dict(self.raft),
+            raft={**RAFT_SETTINGS, **self.raft},
         )
 
     def server_config(self) -> ServerConfig:
