@@ -245,7 +245,7 @@ class Simulation:
     def set_clock(self, node: Node | str, offset: float = 0.0, drift: float = 0.0) -> None:
         """Skew a node's clock: `offset` seconds on its wall clock, `drift` on its rate."""
         n = self.node(node)
-        n.clock.set(self.loop.now, float(offset), float(drift))
+        self.loop.set_node_clock(n.clock, float(offset), float(drift))
         self.loop.record_for(n.name, "set_clock", offset=offset, drift=drift)
 
     def set_disk(self, node: Node | str, config: DiskConfig) -> None:

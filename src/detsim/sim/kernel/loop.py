@@ -11,7 +11,11 @@ Rules:
   shuffle, folded into the decision hash with the round's time and size.
 - The clock jumps only when nothing is ready: to the earliest timer, never past `time_limit`.
 - Timers are kept in global time: `call_at(when)` takes the caller's local (skewed) monotonic
-  time and converts it once, at scheduling.
+  time and converts it at scheduling to the first global instant at which that clock reads
+  `when` (`NodeClock.to_global`); a change of the clock's rate (`set_node_clock`) converts its
+  pending timers again. So a timer never fires before its local deadline: asserted as each
+  one comes due (one that fired an ulp early made a sleep-until-deadline loop spin forever at
+  one virtual instant).
 - Callbacks of dead boots are dropped when they come due; a paused boot's are set aside.
 - When nothing is ready, no timer is pending and the loop was not stopped, nothing can ever
   happen again: `Deadlock`, naming the pending tasks.
@@ -80,6 +84,27 @@ class _Handle(events.Handle):
         self._source_traceback = None
 
 
+class _Timer(events.TimerHandle):
+    """asyncio's TimerHandle (`_when` in global time) plus the local deadline it was set for on
+    a host's clock (`clock` None: kernel machinery scheduled in global time)."""
+
+    __slots__ = ("clock", "local_when")
+
+    def __init__(
+        self,
+        global_when: float,
+        callback: Callable[..., object],
+        args: tuple[Any, ...],
+        loop: asyncio.AbstractEventLoop,
+        context: contextvars.Context | None,
+        clock: NodeClock | None,
+        local_when: float,
+    ) -> None:
+        super().__init__(global_when, callback, args, loop, context)
+        self.clock = clock
+        self.local_when = local_when
+
+
 def _unsupported(what: str) -> NoReturn:
     raise SimulationError(f"{what} is not simulated: it would reach the real OS")
 
@@ -93,7 +118,7 @@ class SimLoop(asyncio.BaseEventLoop):
 
     # The private state of asyncio.BaseEventLoop that this loop drives (absent from typeshed).
     _ready: collections.deque[events.Handle]
-    _scheduled: list[asyncio.TimerHandle]
+    _scheduled: list[_Timer]
     _timer_cancelled_count: int
     _stopping: bool
     _check_closed: Callable[[], None]
@@ -181,9 +206,10 @@ class SimLoop(asyncio.BaseEventLoop):
         *args: Any,
         context: contextvars.Context | None = None,
     ) -> asyncio.TimerHandle:
-        global_when = self.current_boot().node_clock.to_global(when)
+        clock = self.current_boot().node_clock
+        global_when = clock.to_global(when)
         self.trace.mix(global_when)
-        return self._timer_at(global_when, callback, args, context)
+        return self._timer_at(global_when, callback, args, context, clock, when)
 
     def _timer_at(
         self,
@@ -191,16 +217,30 @@ class SimLoop(asyncio.BaseEventLoop):
         callback: Callable[..., object],
         args: tuple[Any, ...],
         context: contextvars.Context | None,
+        clock: NodeClock | None,
+        local_when: float,
     ) -> asyncio.TimerHandle:
         self._check_closed()
-        timer = events.TimerHandle(global_when, callback, args, self, context)
+        timer = _Timer(global_when, callback, args, self, context, clock, local_when)
         heapq.heappush(self._scheduled, timer)
         timer._scheduled = True  # type: ignore[attr-defined]
         return timer
 
     def kernel_at(self, global_when: float, callback: Callable[..., object], *args: Any) -> None:
         """Schedule simulator machinery (never paused or killed) at a global time."""
-        self._timer_at(global_when, callback, args, self.kernel_boot.context)
+        self._timer_at(global_when, callback, args, self.kernel_boot.context, None, global_when)
+
+    def set_node_clock(self, clock: NodeClock, offset_s: float, drift: float) -> None:
+        """Skew a host's clock now, and move its pending timers to the global instants at which
+        the re-rated clock reads their deadlines (timers run on the host's monotonic clock)."""
+        clock.set(self.now, offset_s, drift)
+        moved = False
+        for timer in self._scheduled:  # list order: deterministic
+            if timer.clock is clock:
+                timer._when = clock.to_global(timer.local_when)  # type: ignore[attr-defined]
+                moved = True
+        if moved:
+            heapq.heapify(self._scheduled)
 
     def call_soon(  # type: ignore[override]
         self,
@@ -240,7 +280,7 @@ class SimLoop(asyncio.BaseEventLoop):
         self._call_soon(callback, args, ctx)
 
     def _purge_cancelled_timers(self) -> None:
-        sched: list[asyncio.TimerHandle] = self._scheduled
+        sched = self._scheduled
         count = len(sched)
         cancelled = self._timer_cancelled_count
         if (
@@ -265,7 +305,7 @@ class SimLoop(asyncio.BaseEventLoop):
         self._timer_cancelled_count = sum(h._cancelled for h in kept)
 
     def _advance_clock(self) -> None:
-        sched: list[asyncio.TimerHandle] = self._scheduled
+        sched = self._scheduled
         if not sched:
             self._raise_deadlock()
         when = sched[0].when()
@@ -274,7 +314,7 @@ class SimLoop(asyncio.BaseEventLoop):
                 f"seed {self.seed}: virtual time limit of {self.time_limit_s:g}s reached "
                 f"(next event at {when:.6f}s); pending: {self.describe_pending()}"
             )
-        if when > self.now:
+        if when > self.now:  # an overdue timer (set in the past) leaves the clock where it is
             self.now = when
 
     def _run_once(self) -> None:
@@ -291,6 +331,11 @@ class SimLoop(asyncio.BaseEventLoop):
         while sched and sched[0]._when <= now:  # type: ignore[attr-defined]
             handle = heapq.heappop(sched)
             handle._scheduled = False  # type: ignore[attr-defined]
+            clock = handle.clock
+            assert clock is None or clock.monotonic(now) >= handle.local_when, (
+                f"a timer fired before its local deadline {handle.local_when!r}: its clock reads "
+                f"{clock.monotonic(now)!r} at t={now!r}"
+            )
             ready.append(handle)
         count = len(ready)
         if not count:
