@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
 import detsim
-from detsim.scenarios.catalogue import CLOCK_LIVELOCK, SCENARIOS
+from detsim.scenarios.catalogue import SCENARIOS
 
 MAX_WAKEUPS = 100  # a wait that wakes this often without its deadline passing is spinning
 
@@ -30,11 +28,6 @@ async def _sleep_until_deadline(sim: detsim.Simulation, delay_s: float) -> int:
     return rounds
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="simulator: after set_clock a node's timer can fire 1 ulp before its local deadline "
-    "without the global clock moving (clock_skew scenarios hang); then re-enable them",
-)
 def test_a_timer_after_set_clock_passes_its_local_deadline() -> None:
     # Found by the chaos scenario (seed 0, clock skew); these values hit it in a search.
     sim = detsim.Simulation(seed=6, time_limit=100.0)
@@ -49,7 +42,8 @@ def test_a_timer_after_set_clock_passes_its_local_deadline() -> None:
     assert sim.run(main()) == 1
 
 
-def test_clock_scenarios_are_out_of_the_default_campaign_while_the_bug_stands() -> None:
+def test_clock_scenarios_are_back_in_the_default_campaign() -> None:
+    # Fixed in the kernel (a timer fires at the first global instant its local time reaches).
     clocked = [s for s in SCENARIOS if "clock" in s.name]
-    assert clocked and all(not s.expect_pass for s in clocked)
-    assert all(s.description.startswith(CLOCK_LIVELOCK) for s in clocked)
+    assert clocked and all(s.expect_pass for s in clocked)
+    assert not any(s.description.startswith("KNOWN ") for s in clocked)
