@@ -100,7 +100,18 @@ class _Timer(events.TimerHandle):
         clock: NodeClock | None,
         local_when: float,
     ) -> None:
-        super().__init__(global_when, callback, args, loop, context)
+        if loop.get_debug():  # asyncio's own init: it records where the timer was made
+            super().__init__(global_when, callback, args, loop, context)
+        else:  # _Handle's way, plus the timer's fields: every sleep and timeout builds one
+            self._context = contextvars.copy_context() if context is None else context
+            self._loop = loop
+            self._callback = callback
+            self._args = args
+            self._cancelled = False
+            self._repr = None
+            self._source_traceback = None
+            self._when = global_when
+            self._scheduled = False
         self.clock = clock
         self.local_when = local_when
 
@@ -223,7 +234,7 @@ class SimLoop(asyncio.BaseEventLoop):
         self._check_closed()
         timer = _Timer(global_when, callback, args, self, context, clock, local_when)
         heapq.heappush(self._scheduled, timer)
-        timer._scheduled = True  # type: ignore[attr-defined]
+        timer._scheduled = True
         return timer
 
     def kernel_at(self, global_when: float, callback: Callable[..., object], *args: Any) -> None:
@@ -237,7 +248,7 @@ class SimLoop(asyncio.BaseEventLoop):
         moved = False
         for timer in self._scheduled:  # list order: deterministic
             if timer.clock is clock:
-                timer._when = clock.to_global(timer.local_when)  # type: ignore[attr-defined]
+                timer._when = clock.to_global(timer.local_when)
                 moved = True
         if moved:
             heapq.heapify(self._scheduled)
@@ -291,7 +302,7 @@ class SimLoop(asyncio.BaseEventLoop):
             return
         while sched and sched[0]._cancelled:
             self._timer_cancelled_count -= 1
-            heapq.heappop(sched)._scheduled = False  # type: ignore[attr-defined]
+            heapq.heappop(sched)._scheduled = False
 
     def _rebuild_timers(self, keep: Callable[[asyncio.TimerHandle], bool]) -> None:
         kept = []
@@ -299,7 +310,7 @@ class SimLoop(asyncio.BaseEventLoop):
             if keep(handle):
                 kept.append(handle)
             else:
-                handle._scheduled = False  # type: ignore[attr-defined]
+                handle._scheduled = False
         heapq.heapify(kept)
         self._scheduled = kept
         self._timer_cancelled_count = sum(h._cancelled for h in kept)
@@ -328,9 +339,9 @@ class SimLoop(asyncio.BaseEventLoop):
             self._advance_clock()
             sched = self._scheduled
         now = self.now
-        while sched and sched[0]._when <= now:  # type: ignore[attr-defined]
+        while sched and sched[0]._when <= now:
             handle = heapq.heappop(sched)
-            handle._scheduled = False  # type: ignore[attr-defined]
+            handle._scheduled = False
             clock = handle.clock
             assert clock is None or clock.monotonic(now) >= handle.local_when, (
                 f"a timer fired before its local deadline {handle.local_when!r}: its clock reads "
