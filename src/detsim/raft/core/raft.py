@@ -6,6 +6,12 @@ leader's progress table (progress.py) and ReadIndex rounds (readonly.py); the ou
 becomes the next `Ready`. Nothing here does I/O: randomness comes in through `RandomSource`,
 snapshot bytes through `SnapshotReader`, time as `tick()` calls.
 
+Proposals are appended to the leader's log at once but sent at `ready()`: one append per
+follower carrying every entry proposed since the last Ready (within the append and in-flight
+bounds). etcd's `bcastAppend` is per MsgProp batch; our proposals arrive one call each, and a
+broadcast per call cost a driver that hands over 16 proposals per Ready 16 appends per
+follower instead of one (BENCHMARKS.md, "Raft in the simulator").
+
 Roles (`Role`) and what moves between them:
 
 | from          | event                                         | to            |
@@ -186,6 +192,9 @@ class Raft:
         self._pending_conf_index = 0
         self._uncommitted_bytes = 0
         self._uncommitted_entries = 0
+        # Proposals appended since the last Ready that no append has carried yet: `ready()`
+        # sends them, merged (see `_flush_proposals`).
+        self._proposals_unsent = False
         self._readonly = ReadOnly(config.max_pending_reads)
         self._reads_waiting_commit: list[tuple[str, bytes]] = []
         # Follower-only state.
@@ -377,7 +386,11 @@ class Raft:
         self._uncommitted_entries += 1
         self._uncommitted_bytes += entry.size_bytes()
         self._leader_append([entry])
-        self._broadcast_append()
+        # No append now: `ready()` sends every proposal since the last Ready in one append per
+        # follower (etcd's bcastAppend is per MsgProp batch; our proposals come one per call).
+        # (The role check mirrors `_become_leader`: an append that commits our own removal
+        # steps us down, and a follower sends no appends.)
+        self._proposals_unsent = self.role is Role.LEADER
         return entry.index
 
     def transfer_leadership(self, target: str) -> None:
@@ -814,6 +827,27 @@ class Raft:
             if node_id != self.id:
                 self._send_append(node_id, send_if_empty=True)
 
+    def _flush_proposals(self) -> None:
+        """Send the proposals appended since the last Ready: per follower, appends from its
+        next index (each bounded by max_entries_per_append and max_append_bytes) until it has
+        them all or its in-flight window is full. A replicating follower that an append sent
+        meanwhile (a commit broadcast, an answer to its ack) already carries them gets
+        nothing more; a probed one gets a probe even if empty (a member the latest proposal
+        added starts after it: probing at once is what a per-proposal broadcast did); a
+        paused one gets them when it answers, as with a per-proposal broadcast."""
+        if not self._proposals_unsent:
+            return
+        self._proposals_unsent = False
+        assert self.role is Role.LEADER, "proposals pending outside leadership"
+        for node_id in sorted(self._progress):
+            if node_id == self.id:
+                continue
+            send_if_empty = self._progress[node_id].state is ProgressState.PROBE
+            for _ in range(self.config.max_inflight_appends):
+                if not self._send_append(node_id, send_if_empty):
+                    break
+                send_if_empty = False
+
     def _broadcast_heartbeat(self, context: bytes) -> None:
         for node_id in sorted(self._progress):
             if node_id != self.id:
@@ -1008,6 +1042,7 @@ class Raft:
         self._votes = {}
         self._progress = {}
         self._transferee = None
+        self._proposals_unsent = False  # a past leadership's appends are no longer ours to send
 
     def _become_follower(self, term: int, leader: str | None) -> None:
         self._reset(term)
@@ -1065,7 +1100,8 @@ class Raft:
         if self._ready_out is not None:
             return False
         return bool(
-            self._messages
+            self._proposals_unsent
+            or self._messages
             or self._chunks
             or self._pending_snapshot
             or self._read_states
@@ -1080,6 +1116,9 @@ class Raft:
         """The work to do now (see ready.py for the contract). Call `advance(rd)` when done."""
         if self._ready_out is not None:
             raise RaftError("ready() called again before advance() of the previous Ready")
+        # Before the entries are collected: every entry an append carries is in rd.entries
+        # (or already durable), so the contract "durable before sent" keeps holding.
+        self._flush_proposals()
         hard, soft = self.hard_state(), self._soft_state()
         rd = Ready(
             hard_state=hard if hard != self._prev_hard else None,
