@@ -201,3 +201,50 @@ def test_a_determinism_child_never_spawns_children(monkeypatch):
     with pytest.raises(detsim.SimulationError, match="child never spawns children"):
         detsim.check_determinism(cluster, 5, processes=True)
     assert detsim.check_determinism(cluster, 5)  # in-process checks are fine in a child
+
+
+def failing_callbacks(sim: Simulation):
+    """A node whose callbacks raise: the loop's exception handler traces asyncio's message,
+    which names the callback by its memory address."""
+
+    async def init():
+        def boom() -> None:
+            raise ValueError("boom")
+
+        for _ in range(3):
+            asyncio.get_running_loop().call_soon(boom)
+            await asyncio.sleep(1)
+
+    sim.add_node("n1", ip="10.0.0.1", init=init)
+
+    async def main():
+        await asyncio.sleep(5)
+
+    return main()
+
+
+def test_an_error_message_with_a_memory_address_hashes_the_same_every_run():
+    # Addresses differ between two runs in one process (and between processes); the traced
+    # message must not carry them (the trace hash diverged at the first such error).
+    detsim.check_determinism(failing_callbacks, seed=3)
+
+
+def test_task_names_count_per_run_not_per_process():
+    """Two runs of one seed in one process (a campaign worker's) name their tasks alike: a
+    deadlock's message names its tasks, and it is part of the run's outcome."""
+
+    def names() -> list[str]:
+        sim = Simulation(seed=1)
+        node = sim.add_node("n1", ip="10.0.0.1")
+
+        async def on_node() -> str:
+            return asyncio.current_task().get_name()
+
+        async def main():
+            return [await node.spawn(on_node()) for _ in range(3)]
+
+        return sim.run(main())
+
+    first = names()
+    asyncio.run(asyncio.sleep(0))  # tasks of the real world in between take process numbers
+    assert names() == first

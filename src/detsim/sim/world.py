@@ -29,7 +29,7 @@ from detsim.sim.kernel.errors import (
     SimulatorFault,
 )
 from detsim.sim.kernel.loop import MAX_LIVE_BOOTS, SimLoop
-from detsim.sim.kernel.trace import DEFAULT_MAX_EVENTS, Trace, event_dict
+from detsim.sim.kernel.trace import DEFAULT_MAX_EVENTS, Trace, event_dict, stable_text
 from detsim.sim.net import Network
 from detsim.sim.node import MAX_NODES, InitFn, Node
 
@@ -193,7 +193,7 @@ class Simulation:
             return
         exc = task.exception()
         assert exc is not None
-        self.loop.record_for(node.name, "init_failed", exception=repr(exc))
+        self.loop.record_for(node.name, "init_failed", exception=stable_text(repr(exc)))
         if self._init_failure is None:
             self._init_failure = (node, exc)
             self._init_failure_at = self.loop.now

@@ -28,6 +28,7 @@ import collections
 import contextlib
 import contextvars
 import heapq
+import itertools
 import logging
 import random
 from asyncio import events
@@ -45,7 +46,7 @@ from detsim.sim.kernel.errors import (
     SimulationTimeLimit,
 )
 from detsim.sim.kernel.seeds import derive_seed
-from detsim.sim.kernel.trace import Trace
+from detsim.sim.kernel.trace import Trace, stable_text
 
 if TYPE_CHECKING:
     from detsim.sim.kernel.interfaces import IO, Host, World
@@ -162,6 +163,9 @@ class SimLoop(asyncio.BaseEventLoop):
         self.fatal: BaseException | None = None  # an error in kernel machinery ends the run
         self._escaping: BaseException | None = None  # leaves the loop: see run_in_executor
         self._spare_ready: collections.deque[events.Handle] = collections.deque()
+        # Task names count per run (asyncio's default counts per process: a second run of one
+        # seed in a process, e.g. a campaign worker's, would name its tasks differently).
+        self._task_numbers = itertools.count(1)
 
     # --- seeds and boots -------------------------------------------------------------------
 
@@ -478,6 +482,8 @@ class SimLoop(asyncio.BaseEventLoop):
         name: str | None = None,
         context: contextvars.Context | None = None,
     ) -> asyncio.Task[T]:
+        if name is None:
+            name = f"Task-{next(self._task_numbers)}"
         if self._task_factory is None and not self._debug:
             # BaseEventLoop.create_task without its frame (the same Task, on 3.11-3.13): every
             # task of a run is created here, and a fan-out of short tasks feels each frame.
@@ -621,7 +627,11 @@ class SimLoop(asyncio.BaseEventLoop):
             if self.fatal is None:
                 self.fatal = exc or SimulationError(str(message))
             self.stop()
-        self.record("error", message=str(message), exception=repr(exc) if exc else None)
+        self.record(
+            "error",
+            message=stable_text(str(message)),
+            exception=stable_text(repr(exc)) if exc else None,
+        )
         super().default_exception_handler(context)
 
     # --- executors: inline, at a deterministic point ---------------------------------------

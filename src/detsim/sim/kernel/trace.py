@@ -16,6 +16,7 @@ counted in `dropped`); the hash covers all of them.
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Any
 
 DEFAULT_MAX_EVENTS = 200_000
@@ -69,3 +70,12 @@ def event_dict(ev: Event) -> dict[str, Any]:
     """An event as the artifact's JSON object: `{"t", "node", "kind", ...fields}`."""
     t, node, kind, fields, _ = ev
     return {"t": round(t, 9), "node": node, "kind": kind, **fields}
+
+
+_ADDRESS = re.compile(r"\bat 0x[0-9a-fA-F]+")
+
+
+def stable_text(text: str) -> str:
+    """`text` without memory addresses (`<function f at 0x7f...>`), for a traced message: an
+    address differs between runs, even of one seed in one process, and the trace is hashed."""
+    return _ADDRESS.sub("at 0x?", text)
