@@ -194,6 +194,7 @@ class KVServer:
         )
         self._server: asyncio.Server | None = None
         self._connections: dict[int, asyncio.Task[None]] = {}  # client id -> its task
+        self._closing = False  # close() is cancelling the connections
         self._next_client_id = 1
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -217,6 +218,7 @@ class KVServer:
         if self._server is not None:
             self._server.close()
         tasks = list(self._connections.values())
+        self._closing = True
         for task in tasks:
             task.cancel()
         # gather, not `suppress(CancelledError)`: a cancellation of *this* task still stops it.
@@ -243,6 +245,13 @@ class KVServer:
             await self._serve(session, reader, writer)
         except (ConnectionError, OSError, asyncio.IncompleteReadError):
             pass  # the client went away
+        except asyncio.CancelledError:
+            if not self._closing:
+                raise
+            # Closed by `close()`: end the task normally. On 3.11 asyncio's stream callback
+            # calls task.exception() on a cancelled connection task and logs the
+            # CancelledError as an error, once per open connection at every shutdown.
+            task.uncancel()
         except Exception:
             self.stats.internal_errors += 1
             _log.exception("%s: connection %d closed by an error", self.config.node_id, client_id)
