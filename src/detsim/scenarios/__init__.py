@@ -8,5 +8,6 @@ Where things are:
 - `run.py`       one run: options from the seed, safety phase, liveness phase, verdict
 - `catalogue.py` the tables (workloads x nemeses x sizes) and `SCENARIOS`
 
+Known issues found by these scenarios are pinned in tests/scenarios/test_known_issues.py.
 Nothing is imported here, so `import detsim.scenarios` stays cheap.
 """

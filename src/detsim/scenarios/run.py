@@ -13,7 +13,8 @@ the phases (tigerbeetle's VOPR shape, DESIGN "Examples to follow" 5):
    (CONVERGE_BOUND_S); then RAFT.DIGEST at every member and a recorded final read of every key
    at every member.
 4. The checks (checks.py), in the order of `checks.CHECKS`. The verdict counts the history's
-   operations and its keys (one history per key for the checker).
+   completed operations and its keys (one history per key: the registers for `check_history`,
+   the append-only keys for the exact log check).
 
 The reproduce line is the campaign's (`detsim sim --scenario NAME --seed N`).
 """
