@@ -25,9 +25,9 @@ WORKLOADS: Final = {
         ),
         WorkloadShape(
             "pipelined",
-            "8-12 clients pipelining 4 ops a batch (appends to logs only)",
+            "8-12 clients pipelining 4 ops a batch on 8 registers and 2 logs",
             (8, 12),
-            4,
+            8,
             2,
             pipeline=4,
             think_s=(0.1, 0.4),
