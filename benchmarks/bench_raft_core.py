@@ -7,7 +7,7 @@ messages by hand), then, per kind, `count` realistic messages stepped into one c
 
 - append (follower): AppendRequest with one 64-byte entry, each following the previous one;
 - append ack (leader): AppendResponse from n2 acknowledging one more entry (commit advances);
-- propose (leader): `propose(64 bytes)` (appends, broadcasts an AppendRequest to each follower);
+- propose (leader): `propose(64 bytes)` (appends; `ready()` builds the AppendRequests);
 - vote (follower): a VoteRequest of a new term, granted (term and vote change);
 - pre-vote (follower): a PreVote request, granted (no state change);
 - heartbeat (follower): a Heartbeat of the current term; heartbeat ack (leader): its answer.
