@@ -204,13 +204,18 @@ class LeaderForwarder:
             return no_leader(f"{MAX_FORWARD_PENDING} requests already forwarded to {leader_id}")
         future = upstream.send(args)  # no await between the check and the send
         self.forwarded += 1
-        try:
-            async with asyncio.timeout(self.timeout_s):
-                return await asyncio.shield(future)
-        except TimeoutError:
+        # asyncio.wait, not wait_for or shield: a timeout must leave the future in the FIFO
+        # (its reply is still coming), and no second future may hold the error (a shield's
+        # outer future, left by a waiter that is gone, logged "exception never retrieved").
+        done, _ = await asyncio.wait((future,), timeout=self.timeout_s)
+        if not done:
             return timed_out(f"no reply from the leader {leader_id} in {self.timeout_s} s")
-        except ConnectionError as exc:
-            return timed_out(str(exc))
+        error = future.exception()
+        if error is None:
+            return future.result()
+        if isinstance(error, ConnectionError):
+            return timed_out(str(error))
+        raise error
 
     async def _connected(self, leader_id: str, address: Address) -> _Upstream:
         """The open connection to `leader_id`, made if needed. Connecting is serialized (one
