@@ -24,10 +24,10 @@ from detsim.campaign.report import print_report, print_single_run, progress_bar,
 from detsim.campaign.runner import RunResult
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-# The one default number of seeds (`make campaign` passes none unless SEEDS is set): a few
-# minutes of the default campaign on 2 cores once the store's scenarios land (the counter alone
-# takes about 30 s).
-DEFAULT_SEEDS = 200
+# The one default number of seeds (`make campaign` passes none unless SEEDS is set): the
+# default campaign is 62 store scenarios and the counter, so 10 seeds are 630 runs, about three
+# minutes on 2 idle cores (4 seeds measured at 73 s; BENCHMARKS.md, "Campaigns").
+DEFAULT_SEEDS = 10
 DEFAULT_ARTIFACTS_DIR = "artifacts"
 
 
