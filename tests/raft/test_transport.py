@@ -350,9 +350,18 @@ async def not_msgpack_after_auth() -> Conn:
 
 
 async def unknown_peer() -> Conn:
+    # A hello for another node than n1 (a stranger holding the secret would be a member).
     reader, writer = await raw_connect()
     with pytest.raises(transport._ConnError, match="rejected us"):
-        await dial_handshake(reader, writer, "mallory", "n1", SECRET, b"\x01" * 8)
+        await dial_handshake(reader, writer, "n3", "n7", SECRET, b"\x01" * 8)
+    return reader, writer
+
+
+async def unknown_peer_without_the_secret() -> Conn:
+    # An id not in n1's table that cannot prove the secret (it skips checking n1's MAC).
+    reader, writer = await raw_connect()
+    with pytest.raises(transport._ConnError, match="rejected us"):
+        await dial_handshake(reader, writer, "mallory", "n1", None, b"\x01" * 8)
     return reader, writer
 
 
@@ -369,6 +378,7 @@ BAD_INPUTS: list[tuple[Callable[[], Coroutine[Any, Any, Conn]], str]] = [
     (malformed_message, "malformed_frame"),
     (not_msgpack_after_auth, "malformed_frame"),
     (unknown_peer, "unknown_peer"),
+    (unknown_peer_without_the_secret, "auth_failed"),
 ]
 
 
@@ -479,20 +489,27 @@ def test_a_full_send_queue_drops_the_oldest_and_counts_them() -> None:
         sim.run(main())
 
 
-def test_membership_changes_add_and_remove_peers_at_run_time() -> None:
-    sim = Simulation(seed=9)
-    world = build(sim, ["n1", "n2"], extra_peers={})
-    # n3 starts knowing n1 only; n1 learns of n3 later (a learner added by a conf change).
-    world.inbox["n3"] = []
+def add_node_knowing(
+    world: World, name: str, ip: str, peers: list[str], secret: bytes | None
+) -> None:
+    """A node whose table names `peers` only (e.g. one configured before later members)."""
+    world.inbox[name] = []
 
-    async def init3() -> None:
-        t = Transport(
-            "n3", ("0.0.0.0", PORT), {"n1": ("n1", PORT)}, SECRET, world.inbox["n3"].append
-        )
-        world.transports["n3"] = t
+    async def init() -> None:
+        table = {p: (p, PORT) for p in peers}
+        t = Transport(name, ("0.0.0.0", PORT), table, secret, world.inbox[name].append)
+        world.transports[name] = t
         await t.start()
 
-    world.nodes["n3"] = sim.add_node("n3", ip="10.0.0.3", init=init3)
+    world.nodes[name] = world.sim.add_node(name, ip=ip, init=init)
+
+
+def test_membership_changes_add_and_remove_peers_at_run_time() -> None:
+    # No secret: an id not in the table is refused (anyone could claim it).
+    sim = Simulation(seed=9)
+    world = build(sim, ["n1", "n2"], secrets={"n1": None, "n2": None})
+    # n3 starts knowing n1 only; n1 learns of n3 later (a learner added by a conf change).
+    add_node_knowing(world, "n3", "10.0.0.3", ["n1"], None)
 
     async def main() -> None:
         await exchange(world, "n1", "n2", 1)
@@ -500,6 +517,7 @@ def test_membership_changes_add_and_remove_peers_at_run_time() -> None:
         await asyncio.sleep(2.0)
         assert world.terms("n1", "n3") == []  # n1 refuses an id not in its table
         assert world.stats("n1").unknown_peer > 0
+        assert world.transports["n1"].inbound_peers == []
         await world.on("n1", lambda: world.transports["n1"].add_peer("n3", ("n3", PORT)))
         await exchange(world, "n1", "n3", 2)
         await world.on("n1", lambda: world.transports["n1"].remove_peer("n3"))
@@ -577,5 +595,82 @@ def test_a_deliver_callback_that_raises_closes_only_that_connection() -> None:
         await world.until(lambda: world.stats("n1").deliver_errors == 1)
         await exchange(world, "n1", "n3", 2)  # other peers are untouched
         await exchange(world, "n1", "n2", 3)  # and n2 reconnects
+
+    sim.run(main())
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_an_authenticated_stranger_that_dials_in_is_a_peer_over_that_connection(
+    seed: int,
+) -> None:
+    # A joiner configured with the initial members only, and a member added after it (say, the
+    # leader) that dials it: with the secret proved, the joiner answers over that connection.
+    sim = Simulation(seed=seed)
+    world = build(sim, ["n1"])
+    add_node_knowing(world, "n0", "10.0.0.3", ["n1"], SECRET)  # the joiner (n0 < n9: we test
+    add_node_knowing(world, "n9", "10.0.0.4", ["n0"], SECRET)  # the larger id dialing)
+
+    async def main() -> None:
+        await exchange(world, "n9", "n0", 1)
+        joiner = world.transports["n0"]
+        assert joiner.inbound_peers == ["n9"] and joiner.connected("n9")
+        assert joiner.peers == {"n1": ("n1", PORT)}  # the configured table is unchanged
+        assert joiner.stats.inbound_peers_added == 1 and joiner.stats.unknown_peer == 0
+        # One connection per pair: the joiner's replies went back over the inbound one.
+        assert len([c for c in joiner._conns if c.shake and c.shake.peer_id == "n9"]) == 1
+        assert world.stats("n9").connections_dialed == 1
+        # A membership change at the driver that does not name n9 leaves its connection alone.
+        await world.on("n0", lambda: joiner.set_peers({"n1": ("n1", PORT)}))
+        await exchange(world, "n9", "n0", 2)
+        assert joiner.inbound_peers == ["n9"] and world.stats("n9").connections_dialed == 1
+        # One that names it makes it an ordinary peer; its connection is kept.
+        await world.on("n0", lambda: joiner.set_peers({"n1": ("n1", PORT), "n9": ("n9", PORT)}))
+        assert joiner.inbound_peers == [] and joiner.connected("n9")
+        await exchange(world, "n9", "n0", 3)
+        assert world.stats("n9").connections_dialed == 1
+        # (exchange() resends until both directions arrive: a term may arrive twice)
+        assert set(world.terms("n0", "n9")) == set(world.terms("n9", "n0")) == {1, 2, 3}
+
+    sim.run(main())
+
+
+def test_an_inbound_only_peer_is_forgotten_with_its_connection() -> None:
+    sim = Simulation(seed=11)
+    world = build(sim, ["n1"])
+    add_node_knowing(world, "n0", "10.0.0.3", ["n1"], SECRET)
+    add_node_knowing(world, "n9", "10.0.0.4", ["n0"], SECRET)
+
+    async def main() -> None:
+        await exchange(world, "n9", "n0", 1)
+        joiner = world.transports["n0"]
+        # n9 forgets n0 (removed from its table): the connection closes and, since n0 cannot
+        # dial n9, n0 drops the peer and its queue (no leak); sends to it are counted drops.
+        await world.on("n9", lambda: world.transports["n9"].set_peers({}))
+        await world.until(lambda: joiner.inbound_peers == [])
+        assert "n9" not in joiner._peers and not joiner.connected("n9")
+        dropped_before = joiner.stats.dropped_unknown_peer  # (sends before n9 dialed in)
+        await world.send("n0", "n9", 2)
+        assert joiner.stats.dropped_unknown_peer == dropped_before + 1
+        assert all(c.shake is None or c.shake.peer_id != "n9" for c in joiner._conns)
+
+    sim.run(main())
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_a_stranger_without_the_secret_is_refused(seed: int) -> None:
+    sim = Simulation(seed=seed)
+    world = build(sim, ["n1"])
+    add_node_knowing(world, "n0", "10.0.0.3", ["n1"], SECRET)
+    add_node_knowing(world, "n9", "10.0.0.4", ["n0"], None)  # proves nothing
+
+    async def main() -> None:
+        for term in range(1, 8):
+            await world.send("n9", "n0", term)
+            await asyncio.sleep(0.5)
+        joiner = world.transports["n0"]
+        assert world.terms("n0", "n9") == [] and joiner.inbound_peers == []
+        assert joiner.stats.auth_failed > 0 and joiner.stats.inbound_peers_added == 0
+        assert world.stats("n9").messages_sent == 0
+        await exchange(world, "n0", "n1", 8)  # n0 still serves its configured peers
 
     sim.run(main())

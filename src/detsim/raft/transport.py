@@ -21,7 +21,15 @@ with a role label per direction (so a MAC can never be reflected back), and each
 covers the nonce the *other* side drew fresh for this connection (so a recorded handshake never
 replays). MACs are compared with `hmac.compare_digest`. With `secret=None` the MACs are empty and
 unchecked (a warning is logged at start): anyone who can reach the port can inject messages.
-A hello naming an id that is not in the peer table, or not this node, is refused.
+A hello naming another node than this one is refused. A hello from an id not in the peer table
+is refused when `secret=None` (anyone could claim any id); with a secret, a dialer that proves it
+(the mutual HMAC handshake succeeds) is a cluster member (e.g. a leader added after this node's
+table was configured, dialing a joiner that waits to be added): it becomes an *inbound-only* peer.
+We never dial it (we know no address for it); `send` to it uses that connection; it lives as long
+as it has a connection (then it and its queue are dropped), and `set_peers` leaves it alone unless
+it names it (then it becomes an ordinary peer, its connection kept). Inbound-only peers count in
+`MAX_PEERS`; one is refused when the table is full, and a configured peer added to a full table
+evicts the oldest inbound-only one (configured peers come first).
 
 One connection per pair. Both directions carry messages. The node with the smaller id dials at
 once; the larger id dials only after `FALLBACK_DIAL_DELAY_S` without a connection (the smaller one
@@ -129,6 +137,8 @@ class TransportStats:
     auth_failed: int = 0  # a wrong HMAC (either side)
     bad_handshake: int = 0  # a handshake frame that breaks the protocol
     unknown_peer: int = 0  # a hello from (or reaching) an id we do not know
+    inbound_peers_added: int = 0  # authenticated ids not in the table, accepted (see the header)
+    inbound_peers_refused: int = 0  # ... refused: the peer table was full (MAX_PEERS)
     handshake_timeout: int = 0
     idle_timeout: int = 0
     send_timeout: int = 0
@@ -327,7 +337,7 @@ class _Conn:
 @dataclasses.dataclass(slots=True)
 class _Peer:
     node_id: str
-    address: Address
+    address: Address | None  # None: an inbound-only peer (see the header), never dialed
     queue: deque[bytes] = dataclasses.field(default_factory=deque)
     queued_bytes: int = 0
     conn: _Conn | None = None
@@ -408,9 +418,12 @@ class Transport:
     # -- membership -----------------------------------------------------------------------------
 
     def set_peers(self, peers: Mapping[str, Address]) -> None:
-        """Make the peer table exactly `peers` (this node's own id is skipped)."""
+        """Make the configured peer table exactly `peers` (this node's own id is skipped).
+        Inbound-only peers it does not name keep their connection (see the header)."""
         wanted = {pid: addr for pid, addr in peers.items() if pid != self.node_id}
-        for pid in [p for p in self._peers if p not in wanted]:
+        for pid in [
+            p for p, peer in self._peers.items() if p not in wanted and peer.address is not None
+        ]:
             self.remove_peer(pid)
         for pid, addr in wanted.items():
             self.add_peer(pid, addr)
@@ -422,8 +435,11 @@ class Transport:
             return
         peer = self._peers.get(peer_id)
         if peer is not None:
-            peer.address = address
+            peer.address = address  # an inbound-only peer becomes an ordinary one
+            peer.wakeup.set()  # its loop now dials when the connection is lost
             return
+        if len(self._peers) >= MAX_PEERS:
+            self._evict_an_inbound_only_peer()
         if len(self._peers) >= MAX_PEERS:
             raise ValueError(f"{self.node_id}: more than MAX_PEERS={MAX_PEERS} peers")
         peer = _Peer(peer_id, address)
@@ -443,9 +459,22 @@ class Transport:
         for conn in [c for c in self._conns if c.shake and c.shake.peer_id == peer_id]:
             self._close_conn(conn, None, "peer removed")
 
+    def _evict_an_inbound_only_peer(self) -> None:
+        """Make room for a configured peer: drop the oldest inbound-only peer, if any."""
+        for pid, peer in self._peers.items():
+            if peer.address is None:
+                self.remove_peer(pid)
+                return
+
     @property
     def peers(self) -> dict[str, Address]:
-        return {pid: p.address for pid, p in self._peers.items()}
+        """The configured peers (inbound-only ones have no address: see `inbound_peers`)."""
+        return {pid: p.address for pid, p in self._peers.items() if p.address is not None}
+
+    @property
+    def inbound_peers(self) -> list[str]:
+        """The inbound-only peers: authenticated ids not in the table, connected to us."""
+        return [pid for pid, p in self._peers.items() if p.address is None]
 
     def connected(self, peer_id: str) -> bool:
         """True if a connection to the peer is established (for tests and status)."""
@@ -508,6 +537,9 @@ class Transport:
                 backoff_s = BACKOFF_INITIAL_S
                 unconnected_since = loop.time()
                 continue
+            if peer.address is None:  # inbound-only: it lives as long as its connection
+                self._forget_inbound_only(peer)
+                return
             wait_s = self._dial_wait_s(peer, unconnected_since, loop.time())
             if wait_s > 0:
                 peer.wakeup.clear()
@@ -518,6 +550,13 @@ class Transport:
                 continue
             await asyncio.sleep(backoff_s * random.uniform(0.5, 1.0))
             backoff_s = min(backoff_s * 2, BACKOFF_MAX_S)
+
+    def _forget_inbound_only(self, peer: _Peer) -> None:
+        """Its connection is gone and we cannot dial it: drop it and its queue (Raft resends)."""
+        assert peer.address is None and peer.conn is None
+        if self._peers.get(peer.node_id) is peer:
+            del self._peers[peer.node_id]
+        _log.debug("%s: inbound-only peer %s gone with its connection", self.node_id, peer.node_id)
 
     def _dial_wait_s(self, peer: _Peer, unconnected_since: float, now: float) -> float:
         """How long to wait (for an incoming connection) before dialing this peer."""
@@ -530,6 +569,7 @@ class Transport:
         if len(self._conns) >= MAX_PEER_CONNECTIONS:
             self._count("connections_over_limit", f"not dialing {peer.node_id}: at the limit")
             return False
+        assert peer.address is not None, "inbound-only peers are never dialed"
         host, port = peer.address
         try:
             reader, writer = await _within(CONNECT_TIMEOUT_S, asyncio.open_connection(host, port))
@@ -586,7 +626,8 @@ class Transport:
                     reader,
                     writer,
                     self.node_id,
-                    lambda pid: pid in self._peers,
+                    # With a secret, the handshake itself proves a stranger is a member.
+                    lambda pid: pid in self._peers or self._secret is not None,
                     self._secret,
                     self._incarnation,
                 ),
@@ -603,14 +644,37 @@ class Transport:
             raise
         conn.shake = shake
         peer = self._peers.get(shake.peer_id)
-        if peer is None:  # removed while we were handshaking
-            self._close_conn(conn, None, "peer removed")
-            return
-        if not self._register(peer, conn):
+        if peer is None:
+            if not self._register_inbound_only(conn):
+                return
+        elif not self._register(peer, conn):
             return
         writer.write(frame(codec.packb(["welcome"])))
         self.stats.connections_accepted += 1
         await self._read_loop(conn)
+
+    def _register_inbound_only(self, conn: _Conn) -> bool:
+        """An authenticated acceptor's connection from an id not in the table: make it an
+        inbound-only peer (see the header), or refuse it (table full; or no secret: removed
+        while we were handshaking)."""
+        assert conn.shake is not None and conn.shake.peer_id not in self._peers
+        peer_id = conn.shake.peer_id
+        if self._secret is None:
+            self._close_conn(conn, None, "peer removed")
+            return False
+        if len(self._peers) >= MAX_PEERS:
+            conn.writer.write(frame(codec.packb(["reject", "peer table full"])))
+            self._close_conn(conn, "inbound_peers_refused", f"{peer_id}: MAX_PEERS={MAX_PEERS}")
+            return False
+        peer = _Peer(peer_id, None)
+        self._peers[peer_id] = peer
+        if not self._register(peer, conn):
+            del self._peers[peer_id]
+            return False
+        assert len(self._peers) <= MAX_PEERS, len(self._peers)
+        self.stats.inbound_peers_added += 1
+        self._start_peer(peer)
+        return True
 
     def _register(self, peer: _Peer, conn: _Conn) -> bool:
         """Make `conn` the peer's connection, or close whichever the rule says loses."""
