@@ -674,3 +674,35 @@ def test_a_stranger_without_the_secret_is_refused(seed: int) -> None:
         await exchange(world, "n0", "n1", 8)  # n0 still serves its configured peers
 
     sim.run(main())
+
+
+def test_inbound_only_peers_count_in_max_peers_and_configured_ones_come_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(transport, "MAX_PEERS", 2)
+    sim = Simulation(seed=12)
+    world = build(sim, ["n1"])
+    add_node_knowing(world, "n0", "10.0.0.3", ["n1"], SECRET)  # one configured peer
+    add_node_knowing(world, "n8", "10.0.0.4", ["n0"], SECRET)
+    add_node_knowing(world, "n9", "10.0.0.5", ["n0"], SECRET)
+
+    async def main() -> None:
+        # n8 and n9 both dial n0 (after the fallback delay); whichever comes first gets in.
+        await world.until(lambda: "n0" in world.transports)
+        joiner = world.transports["n0"]
+        await world.until(lambda: len(joiner.inbound_peers) == 1)
+        winner = joiner.inbound_peers[0]
+        loser = "n9" if winner == "n8" else "n8"
+        await exchange(world, winner, "n0", 1)
+        for term in range(2, 6):  # the table is full: the other is refused, each time it dials
+            await world.send(loser, "n0", term)
+            await asyncio.sleep(0.5)
+        assert world.terms("n0", loser) == [] and joiner.inbound_peers == [winner]
+        assert joiner.stats.inbound_peers_refused > 0
+        assert world.stats(loser).rejected_by_peer > 0
+        # A configured peer added to the full table evicts the inbound-only one.
+        await world.on("n0", lambda: joiner.add_peer("n7", ("n7", PORT)))
+        assert joiner.inbound_peers == [] and set(joiner.peers) == {"n1", "n7"}
+        assert len(joiner._peers) == 2
+
+    sim.run(main())
