@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -77,6 +80,21 @@ def test_worker_refuses_a_random_hash_seed(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("PYTHONHASHSEED", "random")
     with pytest.raises(RuntimeError, match="PYTHONHASHSEED"):
         pool.check_worker()
+
+
+def test_worker_shows_only_errors_of_the_code_under_test() -> None:
+    """A campaign worker quiets the store's warnings (its nemesis causes them on purpose)."""
+    code = (
+        "import logging\n"
+        "from detsim.campaign import pool\n"
+        "pool.check_worker()\n"
+        "log = logging.getLogger('detsim.raft.transport')\n"
+        "assert not log.isEnabledFor(logging.WARNING), 'warnings shown'\n"
+        "assert log.isEnabledFor(logging.ERROR), 'errors hidden'\n"
+    )
+    env = {**os.environ, "PYTHONHASHSEED": pool.HASH_SEED}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
 
 
 def test_a_failed_verdict_must_say_why() -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
+import logging
 import multiprocessing
 import os
 import sys
@@ -26,17 +27,25 @@ HASH_SEED = "0"
 MAX_IN_FLIGHT_PER_JOB = 4
 MAX_JOBS = 256
 
+#: Loggers of the code under test that warn of the faults a nemesis injects on purpose (a reset
+#: connection, a repaired torn tail): thousands of lines a campaign, each fault already in its
+#: run's trace. Workers show their errors only.
+QUIET_LOGGERS = ("detsim.raft", "detsim.kv")
+
 OnResult = Callable[[RunResult], None]
 
 
 def check_worker() -> None:
-    """The worker initializer: refuse to run with a hash seed other than the campaign's."""
+    """The worker initializer: refuse to run with a hash seed other than the campaign's; quiet
+    the warnings of the code under test (QUIET_LOGGERS)."""
     seen = os.environ.get("PYTHONHASHSEED")
     if seen != HASH_SEED or sys.flags.hash_randomization:
         raise RuntimeError(
             f"campaign worker started with PYTHONHASHSEED={seen!r} "
             f"(hash_randomization={sys.flags.hash_randomization}); expected {HASH_SEED}"
         )
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 @contextlib.contextmanager
