@@ -211,3 +211,35 @@ def test_the_in_flight_bound_is_above_what_a_drain_respecting_writer_can_reach()
     # A writer that respects drain() has at most high_water_bytes + one write unacknowledged,
     # at least one byte per segment: the bound must not fail it under the default marks.
     assert NetConfig().high_water_bytes + 1 < tcp.MAX_SEGMENTS_IN_FLIGHT
+
+
+@pytest.mark.parametrize("kill_after_s", [0.001, 0.01])
+def test_a_reset_after_the_syn_ack_before_the_client_runs_fails_its_connect(kill_after_s):
+    """The SYN-ACK completes the connect while the client's host is paused; the server is then
+    killed and its RST resets the client's end before the connecting task runs: the connect
+    fails with ConnectionResetError and frees the endpoint (the simulator asserted instead)."""
+
+    async def idle(reader, writer):
+        await asyncio.sleep(100)
+
+    async def server():
+        srv = await asyncio.start_server(idle, "0.0.0.0", 7000)
+        await srv.serve_forever()
+
+    sim = Simulation(seed=1, net=NetConfig(latency=(0.01, 0.01)))
+    sim.add_node("n1", ip="10.0.0.1", init=server)
+    c1 = sim.add_node("c1", ip="10.0.0.2")
+
+    async def main():
+        task = c1.spawn(asyncio.open_connection("n1", 7000))
+        await asyncio.sleep(0.015)  # the SYN has arrived; the SYN-ACK arrives at 0.02
+        sim.pause(c1)
+        await asyncio.sleep(kill_after_s)
+        sim.kill("n1")
+        await asyncio.sleep(0.1)
+        sim.resume(c1)
+        with pytest.raises(ConnectionResetError):
+            await task
+        return len(c1.boot.endpoints)
+
+    assert sim.run(main()) == 0

@@ -375,6 +375,13 @@ class TcpStack:
             if host is None or port is None:
                 raise ValueError("host and port are required when sock is not given")
             ep = await self.connect(self.net.resolve(host), int(port))
+        if ep.state is not TcpState.ESTABLISHED:
+            # Reset after the SYN-ACK but before the connecting task ran (its host paused, or
+            # the RST in the same instant): a real client's connect succeeds and its first read
+            # sees the reset; no byte can have flowed, so the connect fails with it here.
+            raise ConnectionResetError(
+                errno.ECONNRESET, f"connection to {ep.peer_addr[0]}:{ep.peer_addr[1]} reset"
+            )
         return self.attach(ep, protocol_factory())
 
     async def sock_connect(self, sock: Any, address: Any) -> None:
