@@ -114,3 +114,33 @@ def test_append_logs_leaves_unobserved_appends_to_the_durability_check() -> None
         for k, e in enumerate(reordered)
     ]
     assert checks.append_logs(events, ["a0"]) == []
+
+
+def test_term_changes_is_quiet_while_every_term_stays() -> None:
+    before = {"n1": 4, "n2": 4, "n3": 4}
+    assert checks.term_changes(before, dict(before)) == []
+    # A node down at the end (or first seen later) is not compared: no move to report.
+    assert checks.term_changes(before, {"n1": 4, "n2": 4}) == []
+    assert checks.term_changes({"n1": 4}, {"n1": 4, "n4": 9}) == []
+
+
+def test_term_changes_flags_every_node_whose_term_moved() -> None:
+    lines = checks.term_changes({"n1": 4, "n2": 4, "n3": 4}, {"n1": 5, "n2": 4, "n3": 5})
+    assert len(lines) == 2
+    assert lines[0].startswith("liveness: n1's term moved 4 -> 5 with faults off")
+    assert lines[1].startswith("liveness: n3's term moved 4 -> 5")
+
+
+def test_the_term_watch_catches_followers_that_time_out_under_a_live_leader() -> None:
+    # The planted bug (heartbeats stop resetting the election timer) leaves the store serving
+    # and converging: only the liveness phase's term watch sees the needless elections.
+    from detsim.mutants.scenarios import SCENARIOS as MUTANT_SCENARIOS
+    from detsim.sim.world import Simulation
+
+    name = "mutant.election_timer_not_reset.partition_leader"
+    scenario = next(s for s in MUTANT_SCENARIOS if s.name == name)
+    params = {"safety_s": 5.0}
+    sim = Simulation(seed=0, **scenario.simulation(0, params))
+    verdict = sim.run(scenario.build(sim, params))
+    assert not verdict.ok and verdict.failure is not None
+    assert "term moved" in verdict.failure and "with faults off" in verdict.failure

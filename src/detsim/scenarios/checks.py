@@ -9,6 +9,10 @@ Owned here (the names a Verdict lists in `checks`, in this order):
   fails it everywhere; no server counted an internal error;
 - "liveness with faults off": after the nemesis quiesced, an agreed leader, an ok for every
   client slot and convergence, each within its stated bound (run.py: ELECTION_BOUND_S, ...);
+  then a stable term (`term_changes`): with PreVote and CheckQuorum on and no faults, a healthy
+  cluster never starts an election, so no running node's term may move for
+  TERM_WATCH_TIMEOUTS election timeouts (a leader whose heartbeats stop resetting followers'
+  timers would be replaced every timeout while the store still serves);
 - "convergence (equal RAFT.DIGEST)": every member answers RAFT.DIGEST with one
   (applied_index, digest);
 - "durability of acknowledged writes": the final value of every append-only key, read at every
@@ -50,6 +54,9 @@ from detsim.scenarios.workload import Appends
 LINEARIZABILITY_TIMEOUT_S: Final = 120.0
 MAX_LINES: Final = 10  # failure lines kept per check
 TOKEN_END: Final = ";"
+#: Election timeouts (each the longest one: 2 * election_ticks ticks) the term must stay
+#: put once the cluster converged with faults off: three chances for a follower to time out.
+TERM_WATCH_TIMEOUTS: Final = 3
 
 CHECKS: Final = (
     "raft invariants",
@@ -70,6 +77,17 @@ def raft_invariants(cluster: StoreCluster, retired: set[str]) -> list[str]:
     except RaftInvariantViolation as exc:
         lines.append(f"raft invariant (final log check): {exc}")
     return lines[:MAX_LINES]
+
+
+def term_changes(before: Mapping[str, int], after: Mapping[str, int]) -> list[str]:
+    """Lines for every node whose term moved between two samples (a node in only one sample,
+    down or just restarted, is not compared)."""
+    return [
+        f"liveness: {nid}'s term moved {before[nid]} -> {after[nid]} with faults off and an "
+        "agreed leader (an election in a healthy cluster)"
+        for nid in sorted(before)
+        if nid in after and after[nid] != before[nid]
+    ][:MAX_LINES]
 
 
 def node_stops(cluster: StoreCluster, disk_victims: set[str]) -> list[str]:

@@ -10,8 +10,9 @@ the phases (tigerbeetle's VOPR shape, DESIGN "Examples to follow" 5):
    nemesis's families inject faults, each from its own seeded stream.
 3. Liveness phase, faults off (`Faults.quiesce`): within stated bounds the cluster must agree on
    a leader (ELECTION_BOUND_S), serve every slot an ok (SERVE_BOUND_S) and converge
-   (CONVERGE_BOUND_S); then RAFT.DIGEST at every member and a recorded final read of every key
-   at every member.
+   (CONVERGE_BOUND_S), then keep every node's term for `checks.TERM_WATCH_TIMEOUTS` election
+   timeouts (the watch's length from the nodes' RaftConfig and tick interval); then
+   RAFT.DIGEST at every member and a recorded final read of every key at every member.
 4. The checks (checks.py), in the order of `checks.CHECKS`. The verdict counts the history's
    completed operations and its keys (one history per key: the registers for `check_history`,
    the append-only keys for the exact log check).
@@ -46,7 +47,8 @@ SERVE_BOUND_S: Final = 40.0
 #: ... -> every member applied the leader's last index (a snapshot install included).
 CONVERGE_BOUND_S: Final = 30.0
 FINAL_READ_BOUND_S: Final = 30.0
-#: Safety phase + the liveness bounds + the slots' last in-flight requests, with room.
+#: Safety phase + the liveness bounds + the term watch (6 s at the default 1-2 s election
+#: timeout) + the slots' last in-flight requests, with room.
 TIME_LIMIT_MARGIN_S: Final = 60.0
 SAFETY_S: Final = (6.0, 10.0, 14.0)
 LATENCY_PROFILES_S: Final = ((0.0005, 0.002), (0.001, 0.010), (0.005, 0.030))
@@ -217,6 +219,29 @@ class _Run:
                 f"liveness: members did not converge within {CONVERGE_BOUND_S}s of faults off: "
                 + cluster.describe()
             )
+            return
+        await self._watch_terms()
+
+    async def _watch_terms(self) -> None:
+        """Faults off and converged: no running node's term may move for TERM_WATCH_TIMEOUTS
+        of the longest election timeout (stops at the first move, to report the cluster then)."""
+        cluster = self.cluster
+
+        def terms() -> dict[str, int]:
+            return {nid: cluster.rafts[nid].core.term for nid in cluster.alive()}
+
+        before = terms()
+        watch_s = checks.TERM_WATCH_TIMEOUTS * max(
+            2
+            * cluster.rafts[nid].core.config.election_ticks
+            * cluster.rafts[nid].config.tick_interval_s
+            for nid in before
+        )
+        trace.event("term_watch", watch_s=watch_s, terms=before)
+        moved = await cluster.until(lambda: bool(checks.term_changes(before, terms())), watch_s)
+        if moved:
+            lines = checks.term_changes(before, terms())
+            self.failures += [f"{line}: {cluster.describe()}" for line in lines]
 
     async def _check(self, faults: Faults) -> Verdict:
         cluster, shape = self.cluster, self.scenario.shape
