@@ -84,3 +84,17 @@ def test_options_come_from_the_seed_and_params_pin_them() -> None:
     assert scenario.draw_options(5, {"safety_s": 3.0}).safety_s == 3.0
     with pytest.raises(ValueError, match="unknown params"):
         scenario.draw_options(5, {"nope": 1})
+
+
+def test_leader_swap_lets_a_length_only_vote_elect_a_stale_leader() -> None:
+    # The nemesis's point: the old leader (a long log of an older term) campaigns while the new
+    # one is away. With §5.4.1 comparing lengths only (a planted bug), it wins and the run's
+    # invariants catch the lost commit; no other nemesis found this bug in 150 s.
+    from detsim.mutants.scenarios import SCENARIOS as MUTANT_SCENARIOS
+    from detsim.sim.world import Simulation
+
+    name = "mutant.vote_for_stale_log.leader_swap"
+    scenario = next(s for s in MUTANT_SCENARIOS if s.name == name)
+    sim = Simulation(seed=0, **scenario.simulation(0, SHORT))
+    with pytest.raises(Exception, match="Leader Completeness violated"):
+        sim.run(scenario.build(sim, SHORT))

@@ -84,6 +84,11 @@ NEMESES: Final = {
         ),
         NemesisRow("bridge", "two halves that cannot talk, one node sees both", (nm.bridge,)),
         NemesisRow(
+            "leader_swap",
+            "the leader cut off with the clients until a new one commits, then the two swapped",
+            (nm.leader_swap,),
+        ),
+        NemesisRow(
             "one_way_clog",
             "one-way clogs: the leader deaf or mute to its followers, or one link one way",
             (nm.one_way_clog,),

@@ -43,6 +43,9 @@ MAX_ACTIONS: Final = 10_000  # nemesis actions per run (a loop bound; runs need 
 #: Longer than the election timeout (10-20 ticks of 0.1 s): a paused leader is deposed.
 GC_PAUSE_S: Final = (2.5, 6.0)
 LATENCY_SPIKE_S: Final = ((0.05, 0.2), (0.2, 0.8), (0.5, 1.5))
+#: How long a leader swap waits for the others to elect and commit (election timeout 1-2 s,
+#: pre-votes lost to a split vote): past it, heal and try again at the next interval.
+SWAP_WAIT_S: Final = 10.0
 CLOG_BLIP_S: Final = (0.05, 0.6)  # a "lost packet": a link held this long
 MAX_CLOCK_OFFSET_S: Final = 30.0
 MAX_DRIFT: Final = 0.4
@@ -219,6 +222,47 @@ async def bridge(f: Faults) -> None:
         f.act("heal")
 
     await f.periodically(once)
+
+
+async def leader_swap(f: Faults) -> None:
+    """Leaders swapped in one step: the leader cut off with the client hosts (it keeps appending
+    their writes in its old term) until the others elect a leader that commits in its own term;
+    then, at one instant, that new leader is cut off and the old one healed. The old leader's
+    log is now as long as the others' or longer, but with an older last term: a voter that
+    compares logs by length only (§5.4.1 forgotten) elects it, and it overwrites a commit."""
+
+    async def once() -> None:
+        old = f.cluster.leader()
+        if old is None:
+            return
+        clients = [c.name for c in f.cluster.clients]
+        others = [n for n in f.cluster.ids if n != old]
+        f.sim.net.partition([old, *clients], others)
+        f.act("partition", groups=[[old, *clients], others])
+        if await f.cluster.until(lambda: _committed_in_term(f, others) is not None, SWAP_WAIT_S):
+            new = _committed_in_term(f, others)
+            assert new is not None and new != old
+            rest = [n for n in f.cluster.ids if n != new]
+            f.sim.net.heal()
+            f.sim.net.partition([new], [*rest, *clients])
+            f.act("swap", isolated=new, healed=old)
+            await f.wait(f.pace.hold_s)
+        f.sim.net.heal()
+        f.act("heal")
+
+    await f.periodically(once)
+
+
+def _committed_in_term(f: Faults, nodes: list[str]) -> str | None:
+    """A running leader among `nodes` that committed an entry of its own term, or None."""
+    for nid in nodes:
+        if not f.cluster.running(nid):
+            continue
+        core = f.cluster.rafts[nid].core
+        committed = core.log.committed
+        if core.role_name == "leader" and core.log.term(committed) == core.term:
+            return nid
+    return None
 
 
 async def one_way_clog(f: Faults) -> None:
