@@ -98,3 +98,17 @@ def test_leader_swap_lets_a_length_only_vote_elect_a_stale_leader() -> None:
     sim = Simulation(seed=0, **scenario.simulation(0, SHORT))
     with pytest.raises(Exception, match="Leader Completeness violated"):
         sim.run(scenario.build(sim, SHORT))
+
+
+def test_mute_leader_kill_new_lets_stale_appends_through_to_a_majority() -> None:
+    # The nemesis's point: the old leader's held appends (an older term) reach the followers
+    # right as the new leader dies. A follower that accepts them (a planted bug) loses a
+    # commit, and with 5 nodes such followers are a majority that elects one of them.
+    from detsim.mutants.scenarios import SCENARIOS as MUTANT_SCENARIOS
+    from detsim.sim.world import Simulation
+
+    name = "mutant.stale_term_append.mute_leader_kill_new_5n"
+    scenario = next(s for s in MUTANT_SCENARIOS if s.name == name)
+    sim = Simulation(seed=1, **scenario.simulation(1, {}))
+    with pytest.raises(Exception, match="Leader Completeness violated"):
+        sim.run(scenario.build(sim, {}))

@@ -89,6 +89,12 @@ NEMESES: Final = {
             (nm.leader_swap,),
         ),
         NemesisRow(
+            "mute_leader_kill_new",
+            "the leader mute until a new one commits, then its held appends let through and "
+            "the new leader killed",
+            (nm.mute_leader_kill_new,),
+        ),
+        NemesisRow(
             "one_way_clog",
             "one-way clogs: the leader deaf or mute to its followers, or one link one way",
             (nm.one_way_clog,),
@@ -242,6 +248,9 @@ COMBINATIONS: Final[tuple[tuple[str, str, int], ...]] = (
             "gc_pause_leader",
             "membership",
             "chaos",
+            # A follower that took the old leader's held appends can win only with others
+            # that did too: a majority besides the killed new leader takes 5 nodes.
+            "mute_leader_kill_new",
         )
     ),
     *(

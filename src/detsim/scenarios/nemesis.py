@@ -265,6 +265,35 @@ def _committed_in_term(f: Faults, nodes: list[str]) -> str | None:
     return None
 
 
+async def mute_leader_kill_new(f: Faults) -> None:
+    """The leader mute (its sends to the others held, clients still served) until the others
+    elect a leader that commits; then, at one instant, the clog healed (the old leader's held
+    appends of an older term arrive) and the new leader killed, before its next append could
+    repair what a follower did with them (a follower must refuse an append of an older term)."""
+
+    async def once() -> None:
+        old = f.cluster.leader()
+        if old is None:
+            return
+        others = [n for n in f.cluster.ids if n != old]
+        for other in others:
+            f.sim.net.clog(old, other)
+        f.act("clog", shape="leader_out", links=[[old, o] for o in others])
+        if await f.cluster.until(lambda: _committed_in_term(f, others) is not None, SWAP_WAIT_S):
+            new = _committed_in_term(f, others)
+            assert new is not None and new != old
+            f.sim.net.heal()
+            f.act("heal")
+            f.stop(new, power_loss=False)
+            await f.wait(f.pace.hold_s)
+            f.start(new)
+        else:
+            f.sim.net.heal()
+            f.act("heal")
+
+    await f.periodically(once)
+
+
 async def one_way_clog(f: Faults) -> None:
     """Traffic one way only: the leader hears its followers but they do not hear it (or the
     reverse), or one random link in one direction."""
