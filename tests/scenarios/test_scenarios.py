@@ -112,3 +112,17 @@ def test_mute_leader_kill_new_lets_stale_appends_through_to_a_majority() -> None
     sim = Simulation(seed=1, **scenario.simulation(1, {}))
     with pytest.raises(Exception, match="Leader Completeness violated"):
         sim.run(scenario.build(sim, {}))
+
+
+def test_power_loss_leader_late_loses_an_entry_acknowledged_before_its_fsync() -> None:
+    # The nemesis's point: the followers boot without the old leader and elect among
+    # themselves. Had a follower acknowledged an entry before making it durable (a planted
+    # bug), the new leader commits something else at that index.
+    from detsim.mutants.scenarios import SCENARIOS as MUTANT_SCENARIOS
+    from detsim.sim.world import Simulation
+
+    name = "mutant.append_fsync_skipped.power_loss_leader_late"
+    scenario = next(s for s in MUTANT_SCENARIOS if s.name == name)
+    sim = Simulation(seed=4, **scenario.simulation(4, {}))
+    with pytest.raises(Exception, match="State Machine Safety violated"):
+        sim.run(scenario.build(sim, {}))

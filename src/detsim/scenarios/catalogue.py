@@ -124,6 +124,11 @@ NEMESES: Final = {
             "power_loss_all", "every node loses power at once, repeatedly", (nm.power_loss_all,)
         ),
         NemesisRow(
+            "power_loss_leader_late",
+            "every node loses power at once; the old leader boots only after the others elected",
+            (nm.power_loss_leader_late,),
+        ),
+        NemesisRow(
             "rolling_restart",
             "every member restarted in turn (kill or power loss), waiting for a leader",
             (nm.rolling_restart,),

@@ -415,6 +415,29 @@ async def power_loss_all(f: Faults) -> None:
     await f.periodically(once)
 
 
+async def power_loss_leader_late(f: Faults) -> None:
+    """Every node loses power at once; the followers boot first and the old leader only once
+    they elected one of them that committed (or SWAP_WAIT_S passed). An entry a follower
+    acknowledged but had not made durable is gone, and the old leader, the one node that
+    still holds it, is not there to bring it back: an acknowledged write would be lost."""
+
+    async def once() -> None:
+        old = f.cluster.leader()
+        nodes = [n for n in f.members() if f.sim.node(n).alive]
+        if old is None or old not in nodes:
+            return
+        for nid in nodes:
+            f.stop(nid, power_loss=True)
+        await f.wait(f.pace.hold_s)
+        followers = [n for n in nodes if n != old]
+        for nid in followers:
+            f.start(nid)
+        await f.cluster.until(lambda: _committed_in_term(f, followers) is not None, SWAP_WAIT_S)
+        f.start(old)
+
+    await f.periodically(once)
+
+
 async def rolling_restart(f: Faults) -> None:
     """Restart the members one by one (kill, boot), waiting for each to rejoin a leader."""
     while f.active():
