@@ -25,8 +25,8 @@ from detsim.campaign.runner import RunResult
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 # The one default number of seeds (`make campaign` passes none unless SEEDS is set): the
-# default campaign is 62 store scenarios and the counter, so 10 seeds are 630 runs, about three
-# minutes on 2 idle cores (4 seeds measured at 73 s; BENCHMARKS.md, "Campaigns").
+# default campaign is 66 store scenarios and the counter, so 10 seeds are 670 runs, about three
+# to four minutes on 2 cores (BENCHMARKS.md, "The default campaign").
 DEFAULT_SEEDS = 10
 DEFAULT_ARTIFACTS_DIR = "artifacts"
 
