@@ -4,10 +4,9 @@ asyncio client runs on client hosts, unchanged.
 
 - Each host's init builds a fresh node (fresh in-memory SQLite, the Raft storage on the host's
   simulated disk at DATA_DIR): what a process restart does. `boots[id]` counts incarnations.
-- `RaftInvariants` is fed through the driver's observer hook (`NodeConfig.observer`): `observe`
-  after every persisted Ready (with the durable hard state), `applied`, `snapshot_applied`,
-  `acknowledged` as they happen. A violation, or any exception that stops a node, is kept in
-  `errors`; `until` and `finish` raise the first one.
+- `RaftInvariants` is fed through the driver's observer hook (`NodeConfig.observer`) by the
+  feed the scenarios use too (`InvariantsObserver`, detsim.check.raft_observer). A violation,
+  or any exception that stops a node, is kept in `errors`; `until` and `finish` raise the first.
 """
 
 from __future__ import annotations
@@ -20,13 +19,12 @@ from typing import Any, TypeVar
 import redis.asyncio
 
 import detsim
-from detsim.check.raft import NodeView, RaftInvariants, payload_digest
+from detsim.check.raft import RaftInvariants
+from detsim.check.raft_observer import InvariantsObserver, node_view
 from detsim.check.recorder import no_retry
 from detsim.kv.node import NodeConfig, build, run_node
 from detsim.kv.server import KVServer
-from detsim.raft import RaftNode, RaftObserver
-from detsim.raft.core.messages import Entry, SnapshotMeta
-from detsim.raft.core.ready import Ready
+from detsim.raft import RaftNode
 
 T = TypeVar("T")
 
@@ -36,75 +34,8 @@ DATA_DIR = "/data/kv"
 SECRET = b"kv test secret"
 
 
-def entry_digest(entry: Entry) -> bytes:
-    return payload_digest(int(entry.kind), entry.data)
-
-
 def node_ip(index: int) -> str:
     return f"10.0.2.{index + 1}"
-
-
-class _Observer(RaftObserver):
-    def __init__(self, cluster: KVCluster, node_id: str, boot: int) -> None:
-        self.cluster = cluster
-        self.node_id = node_id
-        self.boot = boot
-
-    def _guard(self, fn: Callable[[], None]) -> None:
-        try:
-            fn()
-        except AssertionError as exc:
-            self.cluster.errors.append(exc)
-            raise
-
-    def persisted(self, node: RaftNode, ready: Ready) -> None:
-        self._guard(lambda: self.cluster.checker.observe(view(node, self.boot)))
-
-    def applied(self, node: RaftNode, entry: Entry, result: Any) -> None:
-        self._guard(
-            lambda: self.cluster.checker.applied(
-                self.node_id, self.boot, entry.index, entry.term, entry_digest(entry)
-            )
-        )
-
-    def snapshot_restored(self, node: RaftNode, meta: SnapshotMeta) -> None:
-        self._guard(
-            lambda: self.cluster.checker.snapshot_applied(
-                self.node_id, self.boot, meta.index, meta.term
-            )
-        )
-
-    def acknowledged(self, node: RaftNode, entry: Entry, result: Any) -> None:
-        self._guard(
-            lambda: self.cluster.checker.acknowledged(
-                self.node_id, entry.index, entry.term, entry_digest(entry)
-            )
-        )
-
-
-def view(node: RaftNode, boot: int) -> NodeView:
-    core = node.core
-    snap = core.snapshot_meta
-    hs = node.persisted_hard_state
-
-    def entry_at(index: int) -> tuple[int, bytes]:
-        entry = core.log.entry(index)
-        return entry.term, entry_digest(entry)
-
-    return NodeView(
-        node_id=node.id,
-        boot=boot,
-        term=core.term,
-        vote=core.vote,
-        role=core.role_name,
-        commit_index=core.commit,
-        applied_index=core.applied,
-        snapshot_index=snap.index,
-        snapshot_term=snap.term,
-        last_index=core.last_index,
-        entry_at=entry_at,
-        durable=(hs.term, hs.vote),
-    )
 
 
 class KVCluster:
@@ -156,7 +87,9 @@ class KVCluster:
             request_timeout_s=self.request_timeout_s,
             snapshot_threshold_entries=self.snapshot_threshold,
             max_client_connections=self.max_client_connections,
-            observer=_Observer(self, nid, boot),
+            observer=InvariantsObserver(
+                self.checker, nid, boot, on_violation=lambda _nid, exc: self.errors.append(exc)
+            ),
         )
 
     def _init_for(self, nid: str) -> Callable[[], Awaitable[None]]:
@@ -284,7 +217,7 @@ class KVCluster:
         """Converge, check the logs, compare RAFT.DIGEST; no server had an internal error."""
         await self.converge()
         self.raise_errors()
-        views = [view(self.rafts[n], self.boots[n]) for n in self.alive()]
+        views = [node_view(self.rafts[n], self.boots[n]) for n in self.alive()]
         self.checker.check_logs(views)
         digests = await self.digests()
         assert len({(d["applied_index"], d["digest"]) for d in digests.values()}) == 1, digests

@@ -3,8 +3,8 @@ and storage, one simulated host each, with the invariant checker fed after every
 
 - Each host's init builds a fresh `RaftNode` with a fresh `MemoryKV` (what a process restart
   does) on the host's simulated disk at DATA_DIR; `boots[id]` counts its incarnations.
-- `RaftInvariants` is fed by a `RaftObserver`: `observe` after every persisted Ready (with the
-  durable hard state), `applied` / `snapshot_applied` / `acknowledged` as they happen. A
+- `RaftInvariants` is fed by the shared feed (`InvariantsObserver`,
+  detsim.check.raft_observer), extended with the lab's `on_persisted` hooks and `acked`. A
   violation, or any exception that stops a node, is kept in `errors` and raised by every helper
   that waits (`until`) and by `finish()`, so a test fails at once with the first one.
 - Helpers run requests on a node's own host (`call`), so a killed host raises NodeDown
@@ -18,9 +18,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import detsim
-from detsim.check.raft import NodeView, RaftInvariants, payload_digest
-from detsim.raft import MemoryKV, RaftNode, RaftNodeConfig, RaftObserver
-from detsim.raft.core.messages import Entry, SnapshotMeta
+from detsim.check.raft import RaftInvariants
+from detsim.check.raft_observer import InvariantsObserver, node_view
+from detsim.raft import MemoryKV, RaftNode, RaftNodeConfig
+from detsim.raft.core.messages import Entry
 from detsim.raft.core.ready import Ready
 
 T = TypeVar("T")
@@ -32,38 +33,25 @@ SECRET = b"lab secret"
 TICK_S = 0.1
 
 
-def entry_digest(entry: Entry) -> bytes:
-    return payload_digest(int(entry.kind), entry.data)
-
-
 def ip_of(index: int) -> str:
     return f"10.0.1.{index + 1}"
 
 
-class _Observer(RaftObserver):
+class _Observer(InvariantsObserver):
+    """The invariant feed, plus the lab's own hooks: `on_persisted`, and `acked` in order."""
+
     def __init__(self, cluster: LabCluster, node_id: str, boot: int) -> None:
+        super().__init__(cluster.checker, node_id, boot)
         self.cluster = cluster
-        self.node_id = node_id
-        self.boot = boot
 
     def persisted(self, node: RaftNode, ready: Ready) -> None:
-        self.cluster.checker.observe(self.cluster.view(node, self.boot))
+        super().persisted(node, ready)
         for hook in self.cluster.on_persisted:
             hook(self.node_id, node, ready)
 
-    def applied(self, node: RaftNode, entry: Entry, result: Any) -> None:
-        self.cluster.checker.applied(
-            self.node_id, self.boot, entry.index, entry.term, entry_digest(entry)
-        )
-
-    def snapshot_restored(self, node: RaftNode, meta: SnapshotMeta) -> None:
-        self.cluster.checker.snapshot_applied(self.node_id, self.boot, meta.index, meta.term)
-
     def acknowledged(self, node: RaftNode, entry: Entry, result: Any) -> None:
         self.cluster.acked.append((entry.index, entry.term, entry.data))
-        self.cluster.checker.acknowledged(
-            self.node_id, entry.index, entry.term, entry_digest(entry)
-        )
+        super().acknowledged(node, entry, result)
 
 
 class LabCluster:
@@ -129,30 +117,6 @@ class LabCluster:
                 raise
 
         return init
-
-    def view(self, node: RaftNode, boot: int) -> NodeView:
-        core = node.core
-        snap = core.snapshot_meta
-        hs = node.persisted_hard_state
-
-        def entry_at(index: int) -> tuple[int, bytes]:
-            entry = core.log.entry(index)
-            return entry.term, entry_digest(entry)
-
-        return NodeView(
-            node_id=node.id,
-            boot=boot,
-            term=core.term,
-            vote=core.vote,
-            role=core.role_name,
-            commit_index=core.commit,
-            applied_index=core.applied,
-            snapshot_index=snap.index,
-            snapshot_term=snap.term,
-            last_index=core.last_index,
-            entry_at=entry_at,
-            durable=(hs.term, hs.vote),
-        )
 
     def alive(self) -> list[str]:
         return [n for n in self.ids if self.nodes[n].alive and self._running(n)]
@@ -290,7 +254,7 @@ class LabCluster:
         """Raise the first error, run the full log check, and compare the state machines."""
         self.raise_errors()
         live = self.alive()
-        views = [self.view(self.rafts[n], self.boots[n]) for n in live]
+        views = [node_view(self.rafts[n], self.boots[n]) for n in live]
         self.checker.check_logs(views)
         by_applied: dict[int, str] = {}
         for n in live:

@@ -4,7 +4,9 @@ Public names (DESIGN.md "Histories and checkers"): `check_history` and its `Chec
 history format (`Event`, `Operation`, `read_history`, `write_history`, `pair_events`,
 `HistoryError`); the redis-py `Recorder` and its `HistoryLog`; `load` for the foreign formats;
 `render_html` for counterexamples. This layer imports only the standard library, redis-py and
-its own modules (never detsim.sim), so it runs inside a simulation and outside one alike.
+its own modules (never detsim.sim), so it runs inside a simulation and outside one alike. One
+module also imports the Raft driver: `raft_observer`, the feed from detsim.raft's observer hooks
+to the Raft invariant checker; this package does not load it.
 
 The recorder's names are imported on first use (PEP 562 module `__getattr__`): they load
 redis-py, which `detsim check` and code that only checks histories never need.

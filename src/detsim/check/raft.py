@@ -2,7 +2,8 @@
 
 This module owns `RaftInvariants`, a checker fed plain `NodeView`s and a few events. It imports
 nothing of detsim.sim nor detsim.raft: it checks our core in unit tests, the driver inside the
-simulator, or any other Raft whose state can be read as a `NodeView`.
+simulator, or any other Raft whose state can be read as a `NodeView`. The driver's feed (its
+observer hooks to this checker) is `detsim.check.raft_observer.InvariantsObserver`.
 
 Invariants (Raft paper = Ongaro & Ousterhout 2014, "In Search of an Understandable Consensus
 Algorithm"; Figure 3 lists the five safety properties, Figure 2 the persistent state):

@@ -2,9 +2,8 @@
 
 Owned here: `StoreCluster` (builds N voters n1..nN, spare nodes that start with join=True, and
 client hosts c1..cM; keeps each node's current `RaftNode` and `KVServer`), and the Raft
-invariant feed: every node's `NodeConfig.observer` forwards the driver's hooks to one
-`RaftInvariants` (`observe` after every persisted Ready, with the durable hard state;
-`applied`, `snapshot_restored`, `acknowledged` as they happen).
+invariant feed: every node's `NodeConfig.observer` is an `InvariantsObserver`
+(detsim.check.raft_observer) feeding the cluster's one `RaftInvariants`.
 
 Rules:
 - A host's init is `serve(config)` through `build` + `run_node` (what a process does): a fresh
@@ -27,13 +26,12 @@ from typing import Any, Final, TypeVar
 import redis.asyncio
 import redis.exceptions
 
-from detsim.check.raft import NodeView, RaftInvariants, payload_digest
+from detsim.check.raft import RaftInvariants
+from detsim.check.raft_observer import InvariantsObserver, node_view
 from detsim.check.recorder import no_retry
 from detsim.kv.node import NodeConfig, build, run_node
 from detsim.kv.server import KVServer
-from detsim.raft.core.messages import Entry, SnapshotMeta
-from detsim.raft.core.ready import Ready
-from detsim.raft.driver import RaftNode, RaftObserver
+from detsim.raft.driver import RaftNode
 from detsim.sim.node import Node
 from detsim.sim.world import Simulation
 
@@ -55,16 +53,16 @@ ADMIN_TIMEOUT_S: Final = 8.0  # a client's socket timeout for one admin command
 SPARE_PEERS: Final = ("all", "initial")
 
 
+#: What the checks read of a running node (the feed's own view; checks.py imports it from here).
+view = node_view
+
+
 def node_ip(index: int) -> str:
     return f"10.0.2.{index + 1}"
 
 
 def client_ip(index: int) -> str:
     return f"10.0.9.{index + 1}"
-
-
-def entry_digest(entry: Entry) -> bytes:
-    return payload_digest(int(entry.kind), entry.data)
 
 
 class NodeStop:
@@ -80,71 +78,6 @@ class NodeStop:
             f"{self.node_id} (boot {self.boot}) stopped at t={self.t:.3f}s: "
             f"{type(self.error).__name__}: {self.error}"
         )
-
-
-class _Observer(RaftObserver):
-    """Forwards one node incarnation's driver hooks to the cluster's RaftInvariants."""
-
-    def __init__(self, cluster: StoreCluster, node_id: str, boot: int) -> None:
-        self.cluster, self.node_id, self.boot = cluster, node_id, boot
-
-    def _guard(self, check: Callable[[], None]) -> None:
-        try:
-            check()
-        except AssertionError as exc:
-            self.cluster.violations.append(f"{self.node_id}: {exc}")
-            raise
-
-    def persisted(self, node: RaftNode, ready: Ready) -> None:
-        self._guard(lambda: self.cluster.invariants.observe(view(node, self.boot)))
-
-    def applied(self, node: RaftNode, entry: Entry, result: Any) -> None:
-        digest = entry_digest(entry)
-        self._guard(
-            lambda: self.cluster.invariants.applied(
-                self.node_id, self.boot, entry.index, entry.term, digest
-            )
-        )
-
-    def snapshot_restored(self, node: RaftNode, meta: SnapshotMeta) -> None:
-        self._guard(
-            lambda: self.cluster.invariants.snapshot_applied(
-                self.node_id, self.boot, meta.index, meta.term
-            )
-        )
-
-    def acknowledged(self, node: RaftNode, entry: Entry, result: Any) -> None:
-        digest = entry_digest(entry)
-        self._guard(
-            lambda: self.cluster.invariants.acknowledged(
-                self.node_id, entry.index, entry.term, digest
-            )
-        )
-
-
-def view(node: RaftNode, boot: int) -> NodeView:
-    """What the invariant checker reads of one node (its log lazily)."""
-    core = node.core
-    hard_state = node.persisted_hard_state
-
-    def entry_at(index: int) -> tuple[int, bytes]:
-        entry = core.log.entry(index)
-        return entry.term, entry_digest(entry)
-
-    return NodeView(
-        node_id=node.id,
-        boot=boot,
-        term=core.term,
-        vote=core.vote,
-        role=core.role_name,
-        commit_index=core.commit,
-        applied_index=core.applied,
-        snapshot_index=core.snapshot_meta.index,
-        snapshot_term=core.snapshot_meta.term,
-        last_index=core.last_index,
-        entry_at=entry_at,
-        durable=(hard_state.term, hard_state.vote),
-    )
 
 
 class StoreCluster:
@@ -201,8 +134,13 @@ class StoreCluster:
             peer_client_addrs={p: (self.ips[p], CLIENT_PORT) for p in self.ids if p != nid},
             request_timeout_s=self.request_timeout_s,
             snapshot_threshold_entries=self.snapshot_threshold_entries,
-            observer=_Observer(self, nid, boot),
+            observer=InvariantsObserver(
+                self.invariants, nid, boot, on_violation=self._keep_violation
+            ),
         )
+
+    def _keep_violation(self, nid: str, violation: AssertionError) -> None:
+        self.violations.append(f"{nid}: {violation}")
 
     def _peers(self, nid: str) -> list[str]:
         """The initial voters for them; for a spare, every host (the operator lists the
