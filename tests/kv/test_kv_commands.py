@@ -39,12 +39,16 @@ from detsim.kv.commands import (
     Select,
     Set,
     SetCondition,
+    batch_chunks,
+    decode_entry,
     decode_write,
     encode_write,
+    encode_writes,
     parse_command,
     parse_int64,
+    write_size_bound,
 )
-from detsim.kv.limits import MAX_VALUE_BYTES, MAX_WRITE_PAYLOAD_BYTES
+from detsim.kv.limits import MAX_BATCH_WRITES, MAX_VALUE_BYTES, MAX_WRITE_PAYLOAD_BYTES
 
 
 def argv(line: str) -> list[bytes]:
@@ -340,3 +344,111 @@ def test_trailing_bytes_and_oversized_values_are_refused() -> None:
     big = msgpack.packb([4, b"k", b"x" * (MAX_VALUE_BYTES + 1)], use_bin_type=True)
     with pytest.raises(EntryDecodeError, match="over"):
         decode_write(big)
+
+
+# --- batch entries (a connection's run of writes as one Raft entry) ------------------------------
+
+
+@given(st.lists(write_commands, min_size=1, max_size=20))
+def test_batch_payloads_round_trip_in_order(commands: list[object]) -> None:
+    payload = encode_writes(commands)  # type: ignore[arg-type]
+    decoded = decode_entry(payload)
+    if len(commands) == 1:
+        # One write is the plain payload: the log format of a lone write did not change.
+        assert payload == encode_write(commands[0])  # type: ignore[arg-type]
+        assert decoded == commands[0]
+    else:
+        assert decoded == tuple(commands)
+        with pytest.raises(EntryDecodeError, match="unknown write tag 7"):
+            decode_write(payload)  # a batch is not one write
+
+
+@given(st.lists(write_commands, min_size=2, max_size=8))
+def test_a_batch_payload_is_no_bigger_than_its_bound(commands: list[object]) -> None:
+    # The server cuts batches with write_size_bound of each request's arguments: the bound
+    # (plus the batch's overhead) must cover the real encoding, or an entry could pass the
+    # Raft bound.
+    requests = [_args_of(c) for c in commands]
+    assert [parse_command(args) for args in requests] == commands
+    payload = encode_writes(commands)  # type: ignore[arg-type]
+    assert len(payload) <= sum(write_size_bound(args) for args in requests) + 16
+
+
+def _args_of(command: object) -> list[bytes]:
+    """The request that parses to `command` (hypothesis's commands)."""
+    match command:
+        case Set(key, value, condition, get):
+            extra = {SetCondition.ALWAYS: [], SetCondition.NX: [b"NX"], SetCondition.XX: [b"XX"]}
+            return [b"SET", key, value, *extra[condition], *([b"GET"] if get else [])]
+        case Del(keys):
+            return [b"DEL", *keys]
+        case IncrBy(key, delta):
+            return [b"INCRBY", key, b"%d" % delta]
+        case Append(key, value):
+            return [b"APPEND", key, value]
+        case MSet(pairs):
+            return [b"MSET", *(item for pair in pairs for item in pair)]
+        case Cas(key, expected, new):
+            return [b"CAS", key, expected, new]
+    raise AssertionError(command)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        [7],  # no writes field
+        [7, [[1, b"k", b"v", 0, False]]],  # a batch of one: encode_writes never makes it
+        [7, [[1, b"k", b"v", 0, False], [7, [[3, b"k", 1], [3, b"k", 1]]]]],  # nested
+        [7, [[1, b"k", b"v", 0, False], [3, b"k"]]],  # the second write is malformed
+        [7, [[1, b"k", b"v", 0, False], b"x"]],  # an item that is not a write
+        [7, [[3, b"k", 1]] * (MAX_BATCH_WRITES + 1)],  # over the bound
+        [7, [[3, b"k", 1], [3, b"k", 1]], b"extra"],
+        [7, {"a": 1}],
+    ],
+)
+def test_malformed_batches_are_refused_whole(fields: object) -> None:
+    with pytest.raises(EntryDecodeError):
+        decode_entry(msgpack.packb(fields, use_bin_type=True))
+
+
+@settings(max_examples=300)
+@given(
+    st.one_of(
+        msgpack_trees.map(lambda tree: msgpack.packb([7, tree], use_bin_type=True)),
+        st.tuples(st.lists(write_commands, min_size=2, max_size=4), st.integers(0, 1000)).map(
+            lambda case: _corrupted_batch(*case)
+        ),
+    )
+)
+def test_any_batch_payload_decodes_whole_or_not_at_all(payload: bytes) -> None:
+    try:
+        decoded = decode_entry(payload)
+    except EntryDecodeError:
+        return
+    writes = decoded if isinstance(decoded, tuple) else (decoded,)
+    assert decode_entry(encode_writes(writes)) == decoded
+
+
+def _corrupted_batch(commands: list[object], position: int) -> bytes:
+    payload = bytearray(encode_writes(commands))  # type: ignore[arg-type]
+    payload[position % len(payload)] ^= 0x5A
+    return bytes(payload)
+
+
+def test_batch_chunks_keep_order_and_both_bounds() -> None:
+    small, big = 50, MAX_WRITE_PAYLOAD_BYTES // 3
+    assert batch_chunks([small] * 5) == [range(0, 5)]
+    # By count: every write in exactly one chunk, in order, none over MAX_BATCH_WRITES.
+    chunks = batch_chunks([small] * (2 * MAX_BATCH_WRITES + 3))
+    assert chunks == [
+        range(0, MAX_BATCH_WRITES),
+        range(MAX_BATCH_WRITES, 2 * MAX_BATCH_WRITES),
+        range(2 * MAX_BATCH_WRITES, 2 * MAX_BATCH_WRITES + 3),
+    ]
+    # By size: two thirds of the bound and a bit fit one entry, three thirds do not.
+    sizes = [big, big, small, big, MAX_WRITE_PAYLOAD_BYTES, small]
+    chunks = batch_chunks(sizes)
+    assert chunks == [range(0, 3), range(3, 4), range(4, 5), range(5, 6)]
+    for chunk in chunks:
+        if len(chunk) > 1:
+            assert sum(sizes[i] for i in chunk) + 16 <= MAX_WRITE_PAYLOAD_BYTES

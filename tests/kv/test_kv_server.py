@@ -180,6 +180,78 @@ async def test_pipelined_writes_share_fsyncs(sim: detsim.Simulation) -> None:
 
 
 @pytest.mark.detsim(seeds=SEEDS, disk=FSYNC)
+async def test_a_pipelined_run_of_writes_is_one_entry_with_a_reply_each(
+    sim: detsim.Simulation,
+) -> None:
+    """A connection's run of writes is proposed as one Raft entry (on the leader, and on a
+    follower, which forwards the run in one burst); each write still gets its own reply,
+    errors included, in order."""
+    c = KVCluster(sim)
+    lead = await c.wait_leader()
+    follower = c.followers(lead)[0]
+    run = 100
+
+    async def pipelined(nid: str, prefix: str) -> list[object]:
+        r = c.redis(nid)
+        try:
+            await r.ping()  # connected before the count starts
+            pipe = r.pipeline(transaction=False)
+            pipe.set(f"{prefix}text", "abc")
+            for i in range(run):
+                pipe.incr(f"{prefix}n")
+                if i == run // 2:
+                    pipe.incr(f"{prefix}text")  # not an integer: its own error only
+            pipe.get(f"{prefix}n")  # a read ends the run of writes
+            pipe.append(f"{prefix}text", "d")
+            return list(await pipe.execute(raise_on_error=False))
+        finally:
+            await r.aclose()
+
+    for nid in (lead, follower):
+        prefix = f"{nid}:"
+        applied_before = c.rafts[lead].stats.entries_applied
+        replies = await c.on_client(pipelined(nid, prefix))
+        entries = c.rafts[lead].stats.entries_applied - applied_before
+        print(f"{run + 3} pipelined writes on {nid}: {entries} entries")
+        assert entries <= 4, entries  # one per write without batching
+        error = replies[2 + run // 2]
+        assert isinstance(error, redis.exceptions.ResponseError), error
+        assert str(error) == "value is not an integer or out of range"
+        counts = [r for r in replies[1:-2] if not isinstance(r, Exception)]
+        assert [replies[0], *counts, *replies[-2:]] == [True, *range(1, run + 1), b"100", 4]
+    await c.finish()
+
+
+@pytest.mark.detsim(seeds=SEEDS, disk=FSYNC)
+async def test_a_run_of_writes_cut_off_gets_timeout_each(sim: detsim.Simulation) -> None:
+    """A batch has one outcome: a leader cut off from its followers appends the run but
+    cannot commit it, so every write of the run is answered TIMEOUT (outcome unknown)."""
+    c = KVCluster(sim, request_timeout_s=3.0)
+    lead = await c.wait_leader()
+    f1, f2 = c.followers(lead)
+    sim.net.partition([lead, "c1"], [f1, f2])
+
+    async def pipelined() -> list[object]:
+        r = c.redis(lead)
+        try:
+            pipe = r.pipeline(transaction=False)
+            for i in range(10):
+                pipe.set(f"k{i}", i)
+            return list(await pipe.execute(raise_on_error=False))
+        finally:
+            await r.aclose()
+
+    replies = await c.on_client(pipelined())
+    assert len(replies) == 10
+    for reply in replies:
+        assert isinstance(reply, redis.exceptions.ResponseError), reply
+        assert str(reply).startswith("TIMEOUT"), reply
+    sim.net.heal()
+    await c.wait_leader()
+    await c.finish()
+
+
+@pytest.mark.detsim(seeds=SEEDS, disk=FSYNC)
 async def test_resp3_after_hello_3(sim: detsim.Simulation) -> None:
     c = KVCluster(sim)
     lead = await c.wait_leader()

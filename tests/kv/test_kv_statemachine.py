@@ -25,6 +25,7 @@ from detsim.kv.commands import (
     SetCondition,
     WriteCommand,
     encode_write,
+    encode_writes,
     parse_command,
 )
 from detsim.kv.limits import MAX_VALUE_BYTES
@@ -32,6 +33,7 @@ from detsim.kv.resp import OK, ErrorReply, Reply
 from detsim.kv.statemachine import (
     PAGE_SIZE_BYTES,
     ROW_OVERHEAD_BYTES,
+    BatchReplies,
     KVStateMachine,
     SnapshotError,
     StateMachineError,
@@ -57,6 +59,7 @@ class Runner:
         command = parse_command(args)
         entry = Entry(1, self.sm.applied_index() + 1, data=encode_write(command))  # type: ignore[arg-type]
         (reply,) = self.sm.apply_batch([entry])
+        assert not isinstance(reply, BatchReplies)  # one write: a plain entry
         return reply
 
     def read(self, line: str) -> Reply:
@@ -348,6 +351,8 @@ def model_apply(data: dict[bytes, bytes], command: WriteCommand) -> Reply:
             text = data.get(key, b"0")
             if not text.lstrip(b"-").isdigit() or text != str(int(text)).encode():
                 return NOT_INTEGER
+            if not -(2**63) <= int(text) < 2**63:
+                return NOT_INTEGER  # a stored value outside int64 is not an integer (Redis)
             if not -(2**63) <= int(text) + delta < 2**63:
                 return OVERFLOW
             data[key] = str(int(text) + delta).encode()
@@ -374,7 +379,7 @@ def test_replicas_agree_with_each_other_and_with_a_model(
     entries = entries_of(writes)
     one_batch, batched = KVStateMachine(), KVStateMachine()
     replies_one = one_batch.apply_batch(entries)
-    replies_batched: list[Reply] = []
+    replies_batched: list[Reply | BatchReplies] = []
     position = 0
     for size in [*batch_sizes, len(entries)]:  # the same log, cut into other batches
         replies_batched += batched.apply_batch(entries[position : position + size])
@@ -392,6 +397,76 @@ def test_replicas_agree_with_each_other_and_with_a_model(
     restored = KVStateMachine()
     restored.restore_image(one_batch.snapshot_image(), expected_index=len(entries))
     assert restored.digest() == one_batch.digest()
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(commands, max_size=40), st.lists(st.integers(1, 8), max_size=40))
+def test_batch_entries_apply_as_their_writes_one_by_one(
+    writes: list[WriteCommand], batch_sizes: list[int]
+) -> None:
+    # The same writes as batch entries (a connection's runs) and one write per entry: the
+    # same replies, each write its own, in order; the same contents.
+    runs: list[list[WriteCommand]] = []
+    position = 0
+    for size in [*batch_sizes, len(writes)]:
+        if position < len(writes):
+            runs.append(writes[position : position + size])
+        position += size
+    batched, single = KVStateMachine(), KVStateMachine()
+    entries = [Entry(1, i + 1, data=encode_writes(run)) for i, run in enumerate(runs)]
+    results = batched.apply_batch(entries)
+    replies: list[Reply] = []
+    for run, result in zip(runs, results, strict=True):
+        if len(run) == 1:
+            replies.append(result)  # type: ignore[arg-type]  # a lone write: a plain entry
+        else:
+            assert isinstance(result, BatchReplies) and len(result.replies) == len(run)
+            replies += result.replies
+    assert replies == single.apply_batch(entries_of(writes))
+    model: dict[bytes, bytes] = {}
+    assert replies == [model_apply(model, command) for command in writes]
+    assert batched.digest() == single.digest()
+    assert batched.applied_index() == len(runs)
+
+
+def test_a_write_refused_inside_a_batch_refuses_only_itself() -> None:
+    sm = KVStateMachine(max_data_bytes=200)
+    sm.apply_batch(entries_of([Set(b"s", b"text")]))
+    run: list[WriteCommand] = [
+        IncrBy(b"n"),
+        IncrBy(b"s"),  # not an integer: this write's error
+        Set(b"big", b"x" * 300),  # over the data bound: this write's OOM
+        IncrBy(b"n"),
+        Append(b"s", b"!"),
+    ]
+    (result,) = sm.apply_batch([Entry(2, 2, data=encode_writes(run))])
+    assert isinstance(result, BatchReplies)
+    first, not_integer, oom, second, appended = result.replies
+    assert (first, not_integer, second, appended) == (1, NOT_INTEGER, 2, 5)
+    assert isinstance(oom, ErrorReply) and oom.message.startswith("OOM ")
+    assert sm.read(MGet((b"n", b"s", b"big"))) == [b"2", b"text!", None]
+    assert (sm.applied_index(), sm.applied_term()) == (2, 2)
+
+
+def test_a_corrupt_batch_entry_is_one_deterministic_error() -> None:
+    sm = KVStateMachine()
+    payload = bytearray(encode_writes([Set(b"a", b"1"), Set(b"b", b"2")]))
+    payload[-1] = 0xC1  # never valid msgpack
+    (result,) = sm.apply_batch([Entry(1, 1, data=bytes(payload))])
+    assert isinstance(result, ErrorReply) and result.message.startswith("ERR corrupt log entry 1")
+    assert sm.key_count() == 0 and sm.applied_index() == 1
+
+
+def test_a_failing_batch_entry_is_rolled_back_whole() -> None:
+    # SQLite fails inside one batch entry: none of its writes stays (not even the first ones),
+    # nor the applied index.
+    sm = KVStateMachine(max_image_bytes=16 * PAGE_SIZE_BYTES)
+    sm.apply_batch(entries_of([Set(b"before", b"1")]))
+    digest = sm.digest()
+    run: list[WriteCommand] = [Set(b"k%d" % i, b"x" * 4000) for i in range(40)]
+    with pytest.raises(StateMachineError, match=r"entries 2\.\.2 failed .* stays 1"):
+        sm.apply_batch([Entry(1, 2, data=encode_writes(run))])
+    assert (sm.applied_index(), sm.digest(), sm.key_count()) == (1, digest, 1)
 
 
 def test_the_digest_is_of_contents_only() -> None:

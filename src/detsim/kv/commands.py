@@ -11,8 +11,14 @@ This module owns what a request means before anything executes it:
   Nothing here touches state: parsing is pure and runs before a proposal, so a bad command never
   reaches the log.
 - `encode_write(cmd)` / `decode_write(payload)`: a write command as a Raft entry payload, a
-  msgpack array `[tag, field, ...]` (tags in `_WRITE_TAGS` are append-only: stable in old logs).
-  Decoding is strict and total: any payload that `encode_write` cannot produce raises
+  msgpack array `[tag, field, ...]` (tags in `_Tag` are append-only: stable in old logs).
+- `encode_writes(cmds)` / `decode_entry(payload)`: a connection's run of writes as ONE entry
+  (the per-entry costs of Raft, the log and apply are then paid once per run, not per write):
+  one write is its plain payload (above); two to MAX_BATCH_WRITES are a batch,
+  `[BATCH, [[tag, field, ...], ...]]`, applied in order in one transaction, one reply per write.
+  `batch_chunks` cuts a run into batches that respect MAX_WRITE_PAYLOAD_BYTES (the bound of one
+  entry) using `write_size_bound`, an upper bound of a write's encoded size.
+  Decoding is strict and total: any payload that these encoders cannot produce raises
   `EntryDecodeError`, never another exception and never a half-valid command.
 
 Names, keys and values are bytes (binary-safe); command names are matched case-insensitively.
@@ -29,7 +35,12 @@ from typing import ClassVar, Final, TypeAlias
 
 import msgpack
 
-from detsim.kv.limits import MAX_REQUEST_ARGS, MAX_VALUE_BYTES, MAX_WRITE_PAYLOAD_BYTES
+from detsim.kv.limits import (
+    MAX_BATCH_WRITES,
+    MAX_REQUEST_ARGS,
+    MAX_VALUE_BYTES,
+    MAX_WRITE_PAYLOAD_BYTES,
+)
 from detsim.kv.resp import INT64_MAX, INT64_MIN, ErrorReply
 from detsim.raft.core.messages import MAX_NODE_ID_BYTES
 
@@ -525,11 +536,17 @@ def parse_command(args: Sequence[bytes]) -> Command:
     return command
 
 
+def write_size_bound(args: Sequence[bytes]) -> int:
+    """An upper bound of the size of `encode_write(parse_command(args))`, in bytes, for a write
+    request `args` (alone or inside a batch: its bytes are the same)."""
+    # msgpack spends at most 5 bytes on a bin or array header and 9 on an int; the name's bytes
+    # cover the tag.
+    return sum(len(arg) + 9 for arg in args) + 16
+
+
 def _check_write_size(args: Sequence[bytes]) -> None:
     """Refuse a write whose entry payload could pass MAX_WRITE_PAYLOAD_BYTES (see limits)."""
-    # An upper bound of `encode_write`'s size: msgpack spends at most 5 bytes on a bin or
-    # array header and 9 on an int; the name's bytes cover the tag.
-    bound_bytes = sum(len(arg) + 9 for arg in args) + 16
+    bound_bytes = write_size_bound(args)
     if bound_bytes > MAX_WRITE_PAYLOAD_BYTES:
         raise CommandError(
             f"ERR write of {bound_bytes} bytes is over the {MAX_WRITE_PAYLOAD_BYTES} byte "
@@ -550,43 +567,110 @@ class _Tag(enum.IntEnum):
     APPEND = 4
     MSET = 5
     CAS = 6
+    BATCH = 7  # [BATCH, [write's fields, ...]]: 2..MAX_BATCH_WRITES writes, never nested
 
 
-def encode_write(command: WriteCommand) -> bytes:
-    """The entry payload of a write command (deterministic: equal commands, equal bytes)."""
-    fields: list[object]
+#: A batch payload's bytes beyond its writes' own: the outer array's header (1), the tag (1),
+#: the inner array's header (<= 5), rounded up.
+BATCH_OVERHEAD_BYTES: Final = 16
+
+
+def _fields(command: WriteCommand) -> list[object]:
     match command:
         case Set(key, value, condition, get):
-            fields = [_Tag.SET.value, key, value, condition.value, get]
+            return [_Tag.SET.value, key, value, condition.value, get]
         case Del(keys):
-            fields = [_Tag.DEL.value, list(keys)]
+            return [_Tag.DEL.value, list(keys)]
         case IncrBy(key, delta):
-            fields = [_Tag.INCRBY.value, key, delta]
+            return [_Tag.INCRBY.value, key, delta]
         case Append(key, value):
-            fields = [_Tag.APPEND.value, key, value]
+            return [_Tag.APPEND.value, key, value]
         case MSet(pairs):
-            fields = [_Tag.MSET.value, [item for pair in pairs for item in pair]]
+            return [_Tag.MSET.value, [item for pair in pairs for item in pair]]
         case Cas(key, expected, new):
-            fields = [_Tag.CAS.value, key, expected, new]
+            return [_Tag.CAS.value, key, expected, new]
         case _:
             raise TypeError(f"not a write command: {command!r}")
+
+
+def _pack(fields: list[object]) -> bytes:
     packed = msgpack.packb(fields, use_bin_type=True)
     assert isinstance(packed, bytes)
     return packed
 
 
-def decode_write(payload: bytes) -> WriteCommand:
-    """Inverse of `encode_write`; EntryDecodeError for anything it cannot have produced."""
+def encode_write(command: WriteCommand) -> bytes:
+    """The entry payload of a write command (deterministic: equal commands, equal bytes)."""
+    return _pack(_fields(command))
+
+
+def encode_writes(commands: Sequence[WriteCommand]) -> bytes:
+    """The entry payload of a run of writes (applied in order, one reply each): one write is
+    its `encode_write` payload, more are a batch. The caller keeps it within the entry bound
+    (`batch_chunks`)."""
+    assert 0 < len(commands) <= MAX_BATCH_WRITES, len(commands)
+    if len(commands) == 1:
+        return encode_write(commands[0])
+    return _pack([_Tag.BATCH.value, [_fields(command) for command in commands]])
+
+
+def batch_chunks(size_bounds: Sequence[int]) -> list[range]:
+    """Cut a run of writes, given each one's `write_size_bound`, into consecutive ranges that
+    each fit one entry: at most MAX_BATCH_WRITES writes and MAX_WRITE_PAYLOAD_BYTES bytes."""
+    chunks: list[range] = []
+    start, total_bytes = 0, BATCH_OVERHEAD_BYTES
+    for i, size_bytes in enumerate(size_bounds):
+        # A lone write fits by itself (the parser refused it otherwise): plain payload.
+        assert size_bytes <= MAX_WRITE_PAYLOAD_BYTES, size_bytes
+        full = i - start >= MAX_BATCH_WRITES or total_bytes + size_bytes > MAX_WRITE_PAYLOAD_BYTES
+        if i > start and full:
+            chunks.append(range(start, i))
+            start, total_bytes = i, BATCH_OVERHEAD_BYTES
+        total_bytes += size_bytes
+    if start < len(size_bounds):
+        chunks.append(range(start, len(size_bounds)))
+    return chunks
+
+
+def _unpack(payload: bytes) -> list[object]:
     try:
         fields = msgpack.unpackb(payload, raw=False, use_list=True, strict_map_key=True)
     except Exception as exc:  # msgpack raises several unrelated classes on garbage
         raise EntryDecodeError(f"not a msgpack value: {type(exc).__name__}: {exc}") from None
     if type(fields) is not list or not fields or type(fields[0]) is not int:
         raise EntryDecodeError("expected an array that starts with an int tag")
+    return fields
+
+
+def decode_write(payload: bytes) -> WriteCommand:
+    """Inverse of `encode_write`; EntryDecodeError for anything it cannot have produced."""
+    return _decode_fields(_unpack(payload))
+
+
+def decode_entry(payload: bytes) -> WriteCommand | tuple[WriteCommand, ...]:
+    """Inverse of `encode_writes`: one write, or a batch's writes (a tuple of 2 or more);
+    EntryDecodeError for anything it cannot have produced."""
+    fields = _unpack(payload)
+    if fields[0] != _Tag.BATCH:
+        return _decode_fields(fields)
+    if len(fields) != 2:
+        raise EntryDecodeError(f"batch: expected 1 field, got {len(fields) - 1}")
+    writes = fields[1]
+    if type(writes) is not list or not 2 <= len(writes) <= MAX_BATCH_WRITES:
+        raise EntryDecodeError(f"batch: expected an array of 2 to {MAX_BATCH_WRITES} writes")
+    for item in writes:
+        if type(item) is not list or not item or type(item[0]) is not int:
+            raise EntryDecodeError("batch: a write is not an array that starts with an int tag")
+    return tuple(_decode_fields(item) for item in writes)
+
+
+def _decode_fields(fields: list[object]) -> WriteCommand:
+    """One write from its unpacked fields (the tag an int, checked by the caller)."""
     tag, rest = fields[0], fields[1:]
+    assert type(tag) is int, tag
     decoder = _DECODERS.get(tag)
     if decoder is None:
-        raise EntryDecodeError(f"unknown write tag {tag}")
+        raise EntryDecodeError(f"unknown write tag {tag}")  # BATCH too: batches never nest
     name, field_count, build = decoder
     if len(rest) != field_count:
         raise EntryDecodeError(f"{name}: expected {field_count} fields, got {len(rest)}")

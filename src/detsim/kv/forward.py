@@ -131,11 +131,16 @@ class _Upstream:
             self.send(args)
 
     def send(self, args: Sequence[bytes]) -> asyncio.Future[Reply]:
+        return self.send_many([args])[0]
+
+    def send_many(self, requests: Sequence[Sequence[bytes]]) -> list[asyncio.Future[Reply]]:
+        """Send `requests` in one write (one burst for the leader); their reply futures."""
         assert self._writer is not None and not self.dead
-        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
-        self.pending.append(future)
-        self._writer.write(encode_request(args))
-        return future
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[Reply]] = [loop.create_future() for _ in requests]
+        self.pending.extend(futures)
+        self._writer.write(b"".join(encode_request(args) for args in requests))
+        return futures
 
     async def _read_replies(self, reader: asyncio.StreamReader) -> None:
         why = "closed by the leader"
@@ -195,20 +200,35 @@ class LeaderForwarder:
 
     async def forward(self, leader_id: str, address: Address, args: Sequence[bytes]) -> Reply:
         """The leader's reply to `args`, or NOLEADER (not sent) / TIMEOUT (sent, no reply)."""
+        return (await self.forward_many(leader_id, address, [args]))[0]
+
+    async def forward_many(
+        self, leader_id: str, address: Address, requests: Sequence[Sequence[bytes]]
+    ) -> list[Reply]:
+        """The leader's replies to `requests` (a connection's run of writes), sent together in
+        one write, so the leader reads them as one burst and proposes them as one entry; each
+        reply is the leader's, or NOLEADER (nothing sent) / TIMEOUT (sent, no reply by the one
+        deadline of the run)."""
+        assert requests
         try:
             async with asyncio.timeout(self.timeout_s):
                 upstream = await self._connected(leader_id, address)
         except (OSError, TimeoutError) as exc:
-            return no_leader(f"leader {leader_id} unreachable ({type(exc).__name__})")
-        if len(upstream.pending) >= MAX_FORWARD_PENDING:
-            return no_leader(f"{MAX_FORWARD_PENDING} requests already forwarded to {leader_id}")
-        future = upstream.send(args)  # no await between the check and the send
-        self.forwarded += 1
-        # asyncio.wait, not wait_for or shield: a timeout must leave the future in the FIFO
-        # (its reply is still coming), and no second future may hold the error (a shield's
+            refusal = no_leader(f"leader {leader_id} unreachable ({type(exc).__name__})")
+            return [refusal] * len(requests)
+        if len(upstream.pending) + len(requests) > MAX_FORWARD_PENDING:
+            refusal = no_leader(f"{MAX_FORWARD_PENDING} requests already forwarded to {leader_id}")
+            return [refusal] * len(requests)
+        futures = upstream.send_many(requests)  # no await between the check and the send
+        self.forwarded += len(requests)
+        # asyncio.wait, not wait_for or shield: a timeout must leave the futures in the FIFO
+        # (their replies are still coming), and no second future may hold an error (a shield's
         # outer future, left by a waiter that is gone, logged "exception never retrieved").
-        done, _ = await asyncio.wait((future,), timeout=self.timeout_s)
-        if not done:
+        await asyncio.wait(futures, timeout=self.timeout_s)
+        return [self._outcome(leader_id, future) for future in futures]
+
+    def _outcome(self, leader_id: str, future: asyncio.Future[Reply]) -> Reply:
+        if not future.done():
             return timed_out(f"no reply from the leader {leader_id} in {self.timeout_s} s")
         error = future.exception()
         if error is None:

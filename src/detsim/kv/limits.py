@@ -39,6 +39,11 @@ RAFT_SETTINGS: Final = {
     "max_entry_bytes": MAX_WRITE_PAYLOAD_BYTES,
 }
 
+#: Writes in one Raft entry (a batch: a connection's run of pipelined writes, see
+#: `detsim.kv.commands.encode_writes`); a longer run is cut into several entries, as is one
+#: whose writes together could pass MAX_WRITE_PAYLOAD_BYTES.
+MAX_BATCH_WRITES: Final = 1024
+
 #: Room for a maximal value's key, command name and framing in one request.
 REQUEST_OVERHEAD_BYTES: Final = 64 * 1024
 

@@ -10,8 +10,12 @@ A connection's task reads a burst of bytes, parses every complete request in it 
 MAX_PIPELINE_REQUESTS at a time: the bound on a connection's pending replies), runs them, writes
 all their replies in request order, and only then reads again (a client that does not read its
 replies stops being read: backpressure, not buffering). Requests run in order, grouped:
-- a run of consecutive writes is proposed together (one Raft Ready, one fsync for all of them
-  and for whatever other connections proposed meanwhile: group commit), then awaited;
+- a run of consecutive writes is proposed as ONE Raft entry (a batch, `encode_writes`; cut
+  in several only past MAX_BATCH_WRITES or the entry's size bound), awaited under one deadline,
+  and each write gets its own reply from the batch's result; the driver puts whatever other
+  connections proposed meanwhile in the same Ready (one fsync for all: group commit). A batch
+  has one outcome: applied (each write's own reply, errors included), or not proposed
+  (NOLEADER for each), or unknown (TIMEOUT for each);
 - a run of consecutive reads shares one ReadIndex, then is served from the local state machine;
 - connection and admin commands run one at a time, after everything before them finished.
 So a read never overtakes an earlier write of the same connection, and replies stay in order.
@@ -78,8 +82,10 @@ from detsim.kv.commands import (
     Select,
     Set,
     WriteCommand,
-    encode_write,
+    batch_chunks,
+    encode_writes,
     parse_command,
+    write_size_bound,
 )
 from detsim.kv.forward import FORWARDED_CLIENT_PREFIX, LeaderForwarder, no_leader, timed_out
 from detsim.kv.resp import (
@@ -92,7 +98,7 @@ from detsim.kv.resp import (
     SimpleString,
     encode_reply,
 )
-from detsim.kv.statemachine import KVStateMachine
+from detsim.kv.statemachine import BatchReplies, KVStateMachine
 from detsim.raft.core.errors import (
     ConfChangeRejected,
     NotLeader,
@@ -382,14 +388,10 @@ class KVServer:
         first = parsed[0]
         assert not isinstance(first, ErrorReply)
         if first.kind is CommandKind.WRITE:
-            writes = [
-                self._write(session, args, command)
-                for args, command in zip(batch, parsed, strict=True)
-                if isinstance(args, list) and _is_write(command)
-            ]
-            assert len(writes) == len(parsed)
-            # Tasks start in creation order: the proposals reach the driver in request order.
-            return list(await asyncio.gather(*writes))
+            requests = [args for args in batch if isinstance(args, list)]
+            writes = [command for command in parsed if _is_write(command)]
+            assert len(requests) == len(writes) == len(parsed)
+            return await self._writes(session, requests, writes)
         if first.kind is CommandKind.READ:
             reads = [c for c in parsed if _is_read(c)]
             assert len(reads) == len(parsed)
@@ -402,42 +404,87 @@ class KVServer:
 
     # --- writes ----------------------------------------------------------------------------
 
-    async def _write(self, session: Session, args: list[bytes], command: WriteCommand) -> Reply:
-        return await self._leader_call(
-            session, args, lambda: self.raft.propose(encode_write(command))
+    async def _writes(
+        self, session: Session, requests: Sequence[list[bytes]], writes: Sequence[WriteCommand]
+    ) -> list[Reply]:
+        """A run of writes proposed as few entries as fit (nearly always one); their replies
+        in request order."""
+        chunks = batch_chunks([write_size_bound(args) for args in requests])
+        if len(chunks) == 1:
+            return await self._write_entry(session, requests, writes)
+        # Tasks start in creation order: the entries reach the driver in request order.
+        results = await asyncio.gather(
+            *(
+                self._write_entry(session, requests[c.start : c.stop], writes[c.start : c.stop])
+                for c in chunks
+            )
         )
+        return [reply for replies in results for reply in replies]
 
-    async def _leader_call(
-        self, session: Session, args: list[bytes], call: Callable[[], Awaitable[Any]]
-    ) -> Reply:
-        """Run a leader-only request here, or forward it to the leader; map the outcome."""
+    async def _write_entry(
+        self, session: Session, requests: Sequence[list[bytes]], writes: Sequence[WriteCommand]
+    ) -> list[Reply]:
+        """Writes proposed as one entry; one reply per write."""
+        payload = encode_writes(writes)
+        count = len(writes)
+
+        async def propose() -> list[Reply]:
+            return _entry_replies(await self.raft.propose(payload), count)
+
+        return await self._on_leader(session, requests, propose)
+
+    async def _on_leader(
+        self,
+        session: Session,
+        requests: Sequence[list[bytes]],
+        call: Callable[[], Awaitable[list[Reply]]],
+    ) -> list[Reply]:
+        """Run leader-only requests here as one call under one deadline, or forward them all
+        to the leader; one reply per request (a failure of the call is every request's)."""
+        count = len(requests)
         if not self.raft.running:
-            return no_leader("the node is not running yet")
+            return [no_leader("the node is not running yet")] * count
+        error: ErrorReply
         try:
             async with asyncio.timeout(self.config.request_timeout_s):
-                result: Reply = await call()
-                return result
+                replies = await call()
+                assert len(replies) == count, (len(replies), count)
+                return replies
         except NotLeader as exc:
-            return await self._forward(session, args, exc.leader_hint)
+            return await self._forward(session, requests, exc.leader_hint)
         except (ConfChangeRejected, TransferRejected) as exc:
-            return ErrorReply(f"ERR {exc}")
+            error = ErrorReply(f"ERR {exc}")
         except (ProposalDropped, ReadIndexDropped) as exc:
-            return no_leader(str(exc))
+            error = no_leader(str(exc))
         except (OutcomeUnknown, NodeStopped) as exc:
-            return timed_out(str(exc))
+            error = timed_out(str(exc))
         except TimeoutError:
-            return timed_out(f"no answer in {self.config.request_timeout_s} s")
+            error = timed_out(f"no answer in {self.config.request_timeout_s} s")
+        return [error] * count
 
-    async def _forward(self, session: Session, args: list[bytes], leader: str | None) -> Reply:
+    async def _leader_call(
+        self, session: Session, args: list[bytes], call: Callable[[], Awaitable[Reply]]
+    ) -> Reply:
+        """One leader-only request (admin): `_on_leader` of one."""
+
+        async def one() -> list[Reply]:
+            return [await call()]
+
+        return (await self._on_leader(session, [args], one))[0]
+
+    async def _forward(
+        self, session: Session, requests: Sequence[list[bytes]], leader: str | None
+    ) -> list[Reply]:
+        count = len(requests)
         if leader is None:
-            return no_leader("no leader known")
+            return [no_leader("no leader known")] * count
         if session.forwarded:
-            return no_leader(f"not the leader (forwarded here; leader hint: {leader})")
+            return [no_leader(f"not the leader (forwarded here; leader hint: {leader})")] * count
         address = self.config.peer_client_addrs.get(leader)
         if address is None:
-            return no_leader(f"the leader {leader}'s client address is not known here")
-        self.stats.forwarded += 1
-        return await self.forwarder.forward(leader, address, args)
+            return [no_leader(f"the leader {leader}'s client address is not known here")] * count
+        self.stats.forwarded += count
+        return await self.forwarder.forward_many(leader, address, requests)
 
     # --- reads -----------------------------------------------------------------------------
 
@@ -680,6 +727,16 @@ _CLIENT_HELP: Final = (
 
 def _arity_ok(arity: int, argc: int) -> bool:
     return argc == arity if arity > 0 else argc >= -arity
+
+
+def _entry_replies(result: object, count: int) -> list[Reply]:
+    """The replies of `count` writes from their entry's result (`KVStateMachine.apply`)."""
+    if isinstance(result, BatchReplies):
+        assert len(result.replies) == count, (len(result.replies), count)
+        return list(result.replies)
+    # One write's reply; or a corrupt entry's one error, for every write of its batch.
+    assert count == 1 or isinstance(result, ErrorReply), (count, result)
+    return [result] * count  # type: ignore[list-item]  # a Reply: the state machine's result
 
 
 def _is_write(command: _Parsed) -> TypeGuard[WriteCommand]:

@@ -22,6 +22,10 @@ Rules:
 - The applied index (and term) is a row of the database, written in the same transaction as
   the batch it covers: a batch (`apply_batch`) is one transaction, fully applied with its index
   or not at all; the snapshot image carries its exact applied index, so nothing is applied twice.
+- A batch entry (a connection's run of writes, `detsim.kv.commands.encode_writes`) applies its
+  writes in order inside the batch's transaction; its result is `BatchReplies`, one reply per
+  write: a write refused for its data (INCR of a non-integer, OOM) is that write's error
+  reply, the others still apply, exactly as if each write had been its own entry.
 - Every command is deterministic: no clock, no randomness, no iteration over unordered sets;
   errors of client data (a non-integer INCR, a too long APPEND, a full store, a corrupt payload)
   are *results* (`ErrorReply`), identical on every replica. An exception from `apply` means the
@@ -34,6 +38,7 @@ Rules:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import sqlite3
@@ -58,7 +63,7 @@ from detsim.kv.commands import (
     Set,
     SetCondition,
     WriteCommand,
-    decode_write,
+    decode_entry,
     parse_int64,
 )
 from detsim.kv.limits import MAX_DATA_BYTES, MAX_DATABASE_IMAGE_BYTES, MAX_VALUE_BYTES
@@ -87,6 +92,14 @@ _META_NAMES: Final = ("schema_version", "applied_index", "applied_term", "used_b
 _SQLITE_HEADER_BYTES: Final = 100  # the database file header: no valid image is shorter
 
 _DIGEST_PERSON: Final = b"detsim-kv-v1"  # BLAKE2b personalization: digests of this format only
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BatchReplies:
+    """The result of a batch entry: its writes' replies, in order (the plain result of an
+    entry is one `Reply`)."""
+
+    replies: tuple[Reply, ...]
 
 
 class StateMachineError(RuntimeError):
@@ -172,7 +185,7 @@ class KVStateMachine:
     def applied_term(self) -> int:
         return self._applied_term
 
-    async def apply(self, entries: Sequence[Entry]) -> list[Reply]:
+    async def apply(self, entries: Sequence[Entry]) -> list[Reply | BatchReplies]:
         return self.apply_batch(entries)
 
     async def snapshot(self) -> SnapshotData:
@@ -191,15 +204,16 @@ class KVStateMachine:
 
     # --- applying ----------------------------------------------------------------------------
 
-    def apply_batch(self, entries: Sequence[Entry]) -> list[Reply]:
+    def apply_batch(self, entries: Sequence[Entry]) -> list[Reply | BatchReplies]:
         """Apply consecutive committed entries in one transaction; one result per entry
         (None for entries that carry no command: the empty entry of a new leader, membership
-        changes). Raises StateMachineError (after rolling the whole batch back) if SQLite fails.
+        changes; BatchReplies for a batch entry). Raises StateMachineError (after rolling the
+        whole batch back) if SQLite fails.
         """
         if not entries:
             return []
         assert entries[0].index == self._applied_index + 1, (entries[0], self._applied_index)
-        results: list[Reply] = []
+        results: list[Reply | BatchReplies] = []
         try:
             with self._transaction():
                 previous = self._applied_index
@@ -226,15 +240,18 @@ class KVStateMachine:
             raise
         return results
 
-    def _apply_entry(self, entry: Entry) -> Reply:
+    def _apply_entry(self, entry: Entry) -> Reply | BatchReplies:
         if entry.kind is not EntryKind.NORMAL or not entry.data:
             return None
         try:
-            command = decode_write(entry.data)
+            decoded = decode_entry(entry.data)
         except EntryDecodeError as exc:
-            # Committed, so identical on every replica: a deterministic error, not a crash.
+            # Committed, so identical on every replica: a deterministic error, not a crash (the
+            # one error stands for every write of a batch: the server replies it to each).
             return ErrorReply(f"ERR corrupt log entry {entry.index}: {exc}")
-        return self.execute_write(command)
+        if isinstance(decoded, tuple):
+            return BatchReplies(tuple(self.execute_write(command) for command in decoded))
+        return self.execute_write(decoded)
 
     def execute_write(self, command: WriteCommand) -> Reply:
         """One write's effect and reply. Every command checks before it writes, so a refused
