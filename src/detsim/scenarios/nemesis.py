@@ -23,8 +23,13 @@ What a nemesis may do, and the store's stated assumptions it respects:
 - membership: RAFT.ADDLEARNER / PROMOTE / REMOVE / TRANSFER through a client; a removed node
   is stopped for good (`faults.retired`) and forgotten by the invariant checker.
 
-`quiesce` turns everything off for the liveness phase: heal, latency back to the base profile,
-resume, restart every down node that is still a member, clocks and disks back to normal.
+Targeted families (leader_swap, mute_leader_kill_new, power_loss_leader_late, figure8) read the
+nodes' Raft state (roles, terms, log lengths: what an operator's status page shows) to time a
+fault; none reads a commit decision it is meant to test.
+
+`quiesce` turns everything off for the liveness phase: heal, latency back to the base profile
+(per-link overrides made through `Faults.slow_links` too), resume, restart every down node
+that is still a member, clocks and disks back to normal.
 """
 
 from __future__ import annotations
@@ -53,6 +58,16 @@ SLOW_FSYNC_S: Final = (0.02, 0.4)
 READ_CORRUPTION_P: Final = (0.001, 0.02)
 DISK_FULL_MARGIN_BYTES: Final = (0, 256 * 1024)  # capacity = bytes in use + this
 TORN_TAIL_WEIGHTS: Final = (0.2, 0.3, 1.0)  # keep / lose / tear: mostly torn at a crash
+#: Figure 8: how long the leader stays mute to all but one follower before it is killed. Under
+#: the shortest election timeout (1 s), so the others have not campaigned yet.
+FIGURE8_SOLO_S: Final = (0.1, 0.7)
+#: Figure 8: the one-way latency (fixed, no jitter) of the links slowed while a new leader's
+#: first appends travel: a window much wider than the nemesis's poll (cluster.POLL_S), in which
+#: it can kill that leader before they arrive.
+FIGURE8_SLOW_LINK_S: Final = (0.15, 0.3)
+#: Figure 8: after a new leader is seen, before it is killed: its empty entry reaches its own
+#: log (a write; a kill keeps the page cache) but not the others (FIGURE8_SLOW_LINK_S away).
+FIGURE8_SETTLE_S: Final = 0.02
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -82,6 +97,7 @@ class Faults:
         self.skewed: set[str] = set()
         self.disk_victims: set[str] = set()  # nodes whose disk was faulty (stops allowed)
         self.retired: set[str] = set()  # removed from the cluster and stopped for good
+        self.slowed: list[tuple[str, str]] = []  # per-link latency overrides, undone by restore
         self.actions = 0
 
     # --- helpers -------------------------------------------------------------------------------
@@ -120,6 +136,23 @@ class Faults:
             self.sim.restart(nid)
             self.act("restart", node=nid)
 
+    def slow_links(self, links: list[tuple[str, str]], latency_s: float) -> None:
+        """A fixed one-way latency on each (src, dst) link, until `restore_links`."""
+        for src, dst in links:
+            self.sim.net.set_latency(latency_s, latency_s, src=src, dst=dst)
+            if (src, dst) not in self.slowed:
+                self.slowed.append((src, dst))
+        self.act("latency", latency_s=[latency_s, latency_s], links=[list(x) for x in links])
+
+    def restore_links(self) -> None:
+        """Every link slowed by `slow_links` back to the base latency."""
+        if not self.slowed:
+            return
+        for src, dst in self.slowed:
+            self.sim.net.set_latency(*self.base_latency_s, src=src, dst=dst)
+        self.act("latency", latency_s=list(self.base_latency_s), links=len(self.slowed))
+        self.slowed = []
+
     async def periodically(self, action: Callable[[], Awaitable[None]]) -> None:
         """Run `action` every drawn interval until the phase ends."""
         while self.active():
@@ -132,6 +165,7 @@ class Faults:
         net = self.sim.net
         net.heal()
         net.set_latency(*self.base_latency_s)
+        self.restore_links()
         for nid in sorted(self.paused):
             self.sim.resume(nid)
         for nid in sorted(self.skewed):
@@ -436,6 +470,107 @@ async def power_loss_leader_late(f: Faults) -> None:
         f.start(old)
 
     await f.periodically(once)
+
+
+async def figure8(f: Faults) -> None:
+    """Raft's Figure 8 (§5.4.2) played out, round after round (5+ voters; MIT 6.824's Figure8
+    test, with kills timed by what the nodes show). A round, every choice from the seed:
+    (a) the leader A mute to all but one follower B for a drawn time: the clients' writes it
+        appends reach B only; then A is killed;
+    (b) B cut off, the rest elect a leader M over slow links; M is killed as soon as it leads,
+        so its empty entry (a newer term than A's entries) is in its own log only;
+    (c) A restarts, the links from A and B to the rest slowed; A or B (W) is elected and
+        starts bringing the rest up to date, one append at a time when the scenario's
+        max_entries_per_append is small: a follower first gets only A's old entries; after a
+        drawn wait, W and the other of A and B are killed;
+    (d) M restarts and is elected by the rest (its last term is newer than A's), then A and B
+        come back. M overwrites A's entries: right, unless W committed one of them by counting
+        its replicas (an entry of an earlier term: the Figure 8 rule forgotten).
+    A round gives up (heals, restarts the nodes it killed) when a step does not happen in
+    SWAP_WAIT_S; the majority is never down for longer than a step."""
+
+    async def once() -> None:
+        try:
+            await _figure8_round(f)
+        finally:
+            f.sim.net.heal()
+            f.restore_links()
+            for nid in sorted(f.down):
+                f.start(nid)
+
+    await f.periodically(once)
+
+
+async def _figure8_round(f: Faults) -> None:
+    a = f.cluster.agreed_leader()
+    voters, _ = f.cluster.members()
+    if a is None or len(voters) < 5 or not f.active():
+        return
+    others = [n for n in voters if n != a]
+    f.rng.shuffle(others)
+    b, rest = others[0], others[1:]
+    # (a) A's next entries reach B only.
+    for other in rest:
+        f.sim.net.clog(a, other)
+    f.act("figure8", step="leader_with_one", leader=a, follower=b)
+    await f.wait(FIGURE8_SOLO_S)
+    f.stop(a, power_loss=False)  # a kill: A's appends still in flight are lost with it
+    f.sim.net.heal()
+    # (b) the rest elect M without B; M dies before its first append arrives anywhere.
+    f.sim.net.partition([b], rest)
+    f.slow_links([(x, y) for x in rest for y in rest if x != y], _slow_link_s(f))
+    m = await _new_leader(f, rest)
+    if m is None:
+        return
+    await asyncio.sleep(FIGURE8_SETTLE_S)
+    f.stop(m, power_loss=False)
+    f.sim.net.heal()
+    f.restore_links()
+    # (c) A or B elected; killed while it brings the rest up to date.
+    lagging = [n for n in rest if n != m]
+    slow_s = _slow_link_s(f)
+    f.slow_links([(x, y) for x in (a, b) for y in lagging], slow_s)
+    f.start(a)
+    marks = {n: f.cluster.rafts[n].core.last_index for n in lagging}
+    w = await _new_leader(f, [a, b])
+    if w is None:
+        return
+
+    def catching_up() -> bool:
+        return any(
+            f.cluster.running(n) and f.cluster.rafts[n].core.last_index > marks[n] for n in lagging
+        )
+
+    if not await f.cluster.until(catching_up, SWAP_WAIT_S):
+        return
+    # Short or long: mostly before W's next append reaches the follower, now and then after.
+    await asyncio.sleep(f.rng.uniform(0.05, slow_s))
+    f.act("figure8", step="leader_killed_mid_catch_up", leader=w)
+    for nid in (a, b):
+        if f.sim.node(nid).alive:
+            f.stop(nid, power_loss=False)
+    f.restore_links()
+    # (d) M back: the rest elect it; A and B return once it committed (the `finally`).
+    f.start(m)
+    await f.cluster.until(lambda: _committed_in_term(f, [m, *lagging]) is not None, SWAP_WAIT_S)
+
+
+def _slow_link_s(f: Faults) -> float:
+    return round(f.rng.uniform(*FIGURE8_SLOW_LINK_S), 3)
+
+
+async def _new_leader(f: Faults, among: list[str]) -> str | None:
+    """The first running leader among `among` (polled), or None after SWAP_WAIT_S."""
+
+    def leader() -> str | None:
+        for nid in among:
+            if f.cluster.running(nid) and f.cluster.rafts[nid].core.role_name == "leader":
+                return nid
+        return None
+
+    if not await f.cluster.until(lambda: leader() is not None, SWAP_WAIT_S):
+        return None
+    return leader()
 
 
 async def rolling_restart(f: Faults) -> None:

@@ -31,6 +31,7 @@ from typing import Any, Final
 import detsim.sim.trace as trace
 from detsim.campaign.scenario import Params, Verdict
 from detsim.check.recorder import HistoryLog
+from detsim.kv.node import NodeConfig
 from detsim.scenarios import checks
 from detsim.scenarios.cluster import StoreCluster
 from detsim.scenarios.nemesis import Family, Faults, Pace
@@ -71,6 +72,8 @@ class Options:
     hold_s: tuple[float, float]
     snapshot_threshold_entries: int
     spare_peers: str = "all"  # cluster.SPARE_PEERS
+    #: The Raft core's max_entries_per_append on every node (None: the core's default).
+    max_entries_per_append: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -89,6 +92,8 @@ class StoreScenario:
     expect_pass: bool = True
     snapshot_threshold: tuple[int, int] | None = None  # drawn from this range; None: default
     pace: tuple[tuple[float, float], tuple[float, float]] = ((0.5, 3.0), (1.0, 5.0))
+    #: Choices for Options.max_entries_per_append (empty: the core's default, nothing drawn).
+    max_entries_per_append: tuple[int, ...] = ()
 
     def draw_options(self, seed: int, params: Params) -> Options:
         rng = random.Random(f"{self.name}:{seed}:options")
@@ -110,6 +115,10 @@ class StoreScenario:
                 rng.randint(*self.snapshot_threshold) if self.snapshot_threshold else 10_000
             ),
         )
+        if self.max_entries_per_append:  # drawn last: the other scenarios' draws are unchanged
+            drawn = dataclasses.replace(
+                drawn, max_entries_per_append=rng.choice(self.max_entries_per_append)
+            )
         overrides: dict[str, Any] = {
             k: tuple(v) if isinstance(v, list) else v for k, v in params.items()
         }
@@ -131,15 +140,34 @@ class StoreScenario:
 
     def build(self, sim: Simulation, params: Params) -> Coroutine[Any, Any, Verdict]:
         options = self.draw_options(sim.seed, params)
-        cluster = StoreCluster(
+        raft: dict[str, Any] = {}
+        if options.max_entries_per_append is not None:
+            raft["max_entries_per_append"] = options.max_entries_per_append
+        cluster = _TunedCluster(
             sim,
             options.nodes,
+            raft=raft,
             spares=options.spares,
             clients=options.client_hosts,
             snapshot_threshold_entries=options.snapshot_threshold_entries,
             spare_peers=options.spare_peers,
         )
         return _Run(self, options, cluster).main()
+
+
+class _TunedCluster(StoreCluster):
+    """A StoreCluster whose nodes' Raft cores get `raft` (RaftConfig field overrides, from the
+    scenario's options) on top of the store's own settings."""
+
+    def __init__(self, sim: Simulation, voters: int, *, raft: dict[str, Any], **kw: Any) -> None:
+        self.raft_overrides = dict(raft)
+        super().__init__(sim, voters, **kw)
+
+    def config(self, nid: str, boot: int) -> NodeConfig:
+        base = super().config(nid, boot)
+        if not self.raft_overrides:
+            return base
+        return dataclasses.replace(base, raft={**base.raft, **self.raft_overrides})
 
 
 class _Run:
