@@ -13,6 +13,7 @@ import pytest
 
 import detsim
 from detsim import seam
+from detsim.fs import _seam as fs_seam
 
 
 def test_outside_a_simulation_events_are_dropped_and_buggify_is_false() -> None:
@@ -91,6 +92,25 @@ def test_the_slot_is_per_thread_and_passes_the_callers_site() -> None:
     assert seen == [None]  # another thread sees no simulation
     assert fake.events == [("kv.request", {"command": "GET"})]
     with pytest.raises(AssertionError, match="not installed"):
+        seam.remove(fake)
+
+
+def test_each_seam_has_its_own_slot_and_names_itself_in_its_asserts() -> None:
+    # detsim.fs's seam and this one share their slot code (ThreadSlot), not their slot: the
+    # simulator fills both, and a bug in one names the seam it is in.
+    fake = _FakeSimulator()
+    fs_seam.install(fake)
+    try:
+        assert fs_seam.current() is fake and seam.current() is None
+        with pytest.raises(AssertionError, match=r"^detsim\.fs seam: a simulation is already"):
+            fs_seam.install(fake)
+        fs_seam.event("records.torn_tail", path="/log")
+        seam.event("raft.state", role="leader")  # this seam is empty: dropped
+    finally:
+        fs_seam.remove(fake)
+    assert fs_seam.current() is None
+    assert fake.events == [("records.torn_tail", {"path": "/log"})]
+    with pytest.raises(AssertionError, match=r"^detsim\.seam: removing a simulation not installed"):
         seam.remove(fake)
 
 

@@ -3,7 +3,8 @@
 DESIGN ("Layers"): detsim.fs never imports detsim.sim, directly or through another module, so
 production code that keeps its log on detsim.fs never loads the simulator. The dependency points
 the other way: when a thread enters a simulation, the simulator installs a `Simulator` here, and
-removes it when the thread leaves the run.
+removes it when the thread leaves the run. The slot is detsim.seam's `ThreadSlot` (a module
+that loads no simulator either): one implementation of the per-thread rules for both seams.
 
 Rules:
 - The slot is per thread, like the simulation itself: other threads of the process (a logging
@@ -17,14 +18,15 @@ Rules:
 
 from __future__ import annotations
 
-import threading
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
+
+from detsim.seam import EventSink, ThreadSlot
 
 if TYPE_CHECKING:
     from detsim.fs._api import Backend
 
 
-class Simulator(Protocol):
+class Simulator(EventSink, Protocol):
     """What a running simulation offers detsim.fs (the simulator implements it)."""
 
     def node_disk(self, what: str) -> Backend:
@@ -36,37 +38,14 @@ class Simulator(Protocol):
         """The simulator's exception for misuse, to raise at the detsim.fs call site."""
         ...
 
-    def event(self, kind: str, fields: dict[str, Any]) -> None:
-        """Record a trace event of the run."""
-        ...
 
+_slot: ThreadSlot[Simulator] = ThreadSlot("detsim.fs seam")
 
-class _Slot(threading.local):
-    simulator: Simulator | None = None
-
-
-_slot = _Slot()
-
-
-def current() -> Simulator | None:
-    """The simulation running in the calling thread, as detsim.fs sees it; None outside one."""
-    return _slot.simulator
-
-
-def install(simulator: Simulator) -> None:
-    """Called by the simulator when the calling thread enters a run."""
-    assert _slot.simulator is None, "detsim.fs seam: a simulation is already installed here"
-    _slot.simulator = simulator
-
-
-def remove(simulator: Simulator) -> None:
-    """Called by the simulator when the calling thread leaves the run it installed."""
-    assert _slot.simulator is simulator, "detsim.fs seam: removing a simulation not installed"
-    _slot.simulator = None
-
-
-def event(kind: str, **fields: Any) -> None:
-    """A trace event of the running simulation; outside a simulation, nothing."""
-    simulator = _slot.simulator
-    if simulator is not None:
-        simulator.event(kind, fields)
+#: The simulation running in the calling thread, as detsim.fs sees it; None outside one.
+current = _slot.current
+#: Called by the simulator when the calling thread enters a run.
+install = _slot.install
+#: Called by the simulator when the calling thread leaves the run it installed.
+remove = _slot.remove
+#: A trace event of the running simulation; outside a simulation, nothing.
+event = _slot.event
