@@ -43,7 +43,9 @@ from detsim.check.history import CAS_MISMATCH, Event, Value, write_history
 
 MAX_LOG_EVENTS: Final = 10_000_000
 MAX_TRACED_VALUE_CHARS: Final = 40  # of an op's value or error in its trace event
-_UNKNOWN_OUTCOME: Final = (
+#: The exceptions after which a call's outcome is unknown (recorded as info). The one list: any
+#: other client that classifies outcomes (the scenarios' pipelined workload) imports it.
+UNKNOWN_OUTCOME: Final = (
     redis.exceptions.TimeoutError,
     redis.exceptions.ConnectionError,
     ConnectionError,
@@ -168,7 +170,7 @@ class Recorder:
             reply = await send()
         except redis.exceptions.ResponseError as exc:
             return self._error_reply(process, f, key, str(exc))
-        except _UNKNOWN_OUTCOME as exc:
+        except UNKNOWN_OUTCOME as exc:
             return self._unknown(process, f, key, f"{type(exc).__name__}: {exc}")
         except BaseException as exc:  # cancelled or a bug: the op may have been sent
             self._unknown(process, f, key, f"{type(exc).__name__}: {exc}")
