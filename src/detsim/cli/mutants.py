@@ -17,6 +17,7 @@ import json
 import click
 
 from detsim.campaign import pool
+from detsim.cli._options import DEFAULT_ARTIFACTS_DIR, jobs_option
 from detsim.mutants import sweep
 from detsim.mutants._patch import Mutant
 from detsim.mutants.catalogue import BY_NAME, MUTANTS
@@ -24,7 +25,6 @@ from detsim.mutants.scenarios import MODULE, default_store_scenarios
 from detsim.mutants.sweep import HuntResult
 
 EXIT_OK, EXIT_MISSED, EXIT_USAGE = 0, 1, 2
-DEFAULT_ARTIFACTS_DIR = "artifacts"
 
 
 @click.command("mutants")
@@ -37,13 +37,7 @@ DEFAULT_ARTIFACTS_DIR = "artifacts"
     metavar="NAME",
     help="A store scenario to hunt with (repeatable). Default: the default campaign's.",
 )
-@click.option(
-    "--jobs",
-    "-j",
-    type=click.IntRange(1, pool.MAX_JOBS),
-    default=None,
-    help="Worker processes.  [default: the CPU count]",
-)
+@jobs_option
 @click.option(
     "--budget-s",
     type=click.FloatRange(min=0, min_open=True),

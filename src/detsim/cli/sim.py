@@ -22,13 +22,13 @@ from detsim.campaign.campaign import CampaignReport, check_params, run_campaign
 from detsim.campaign.catalogue import UnknownScenario, registry
 from detsim.campaign.report import print_report, print_single_run, progress_bar, stdout_console
 from detsim.campaign.runner import RunResult
+from detsim.cli._options import DEFAULT_ARTIFACTS_DIR, jobs_option
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 # The one default number of seeds (`make campaign` passes none unless SEEDS is set): the
 # default campaign is 66 store scenarios and the counter, so 10 seeds are 670 runs, about three
 # to four minutes on 2 cores (BENCHMARKS.md, "The default campaign").
 DEFAULT_SEEDS = 10
-DEFAULT_ARTIFACTS_DIR = "artifacts"
 
 
 @click.command("sim")
@@ -52,13 +52,7 @@ DEFAULT_ARTIFACTS_DIR = "artifacts"
     default=None,
     help="Run this one seed (overrides --seeds) and print its options and outcome.",
 )
-@click.option(
-    "--jobs",
-    "-j",
-    type=click.IntRange(1, pool.MAX_JOBS),
-    default=None,
-    help="Worker processes.  [default: the CPU count]",
-)
+@jobs_option
 @click.option(
     "--artifacts",
     "artifacts_dir",
