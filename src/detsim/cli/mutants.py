@@ -17,7 +17,7 @@ import json
 import click
 
 from detsim.campaign import pool
-from detsim.cli._options import DEFAULT_ARTIFACTS_DIR, jobs_option
+from detsim.cli._options import artifacts_option, jobs_option
 from detsim.mutants import sweep
 from detsim.mutants._patch import Mutant
 from detsim.mutants.catalogue import BY_NAME, MUTANTS
@@ -52,14 +52,7 @@ EXIT_OK, EXIT_MISSED, EXIT_USAGE = 0, 1, 2
     show_default=True,
     help="Seeds per scenario at most.",
 )
-@click.option(
-    "--artifacts",
-    "artifacts_dir",
-    type=click.Path(file_okay=False),
-    default=DEFAULT_ARTIFACTS_DIR,
-    show_default=True,
-    help="Directory for the artifact JSON of each detecting run.",
-)
+@artifacts_option("detecting")
 def command(
     as_json: bool,
     bugs: tuple[str, ...],

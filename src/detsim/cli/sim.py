@@ -22,7 +22,7 @@ from detsim.campaign.campaign import CampaignReport, check_params, run_campaign
 from detsim.campaign.catalogue import UnknownScenario, registry
 from detsim.campaign.report import print_report, print_single_run, progress_bar, stdout_console
 from detsim.campaign.runner import RunResult
-from detsim.cli._options import DEFAULT_ARTIFACTS_DIR, jobs_option
+from detsim.cli._options import artifacts_option, jobs_option
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 # The one default number of seeds (`make campaign` passes none unless SEEDS is set): the
@@ -53,14 +53,7 @@ DEFAULT_SEEDS = 10
     help="Run this one seed (overrides --seeds) and print its options and outcome.",
 )
 @jobs_option
-@click.option(
-    "--artifacts",
-    "artifacts_dir",
-    type=click.Path(file_okay=False),
-    default=DEFAULT_ARTIFACTS_DIR,
-    show_default=True,
-    help="Directory for the artifact JSON of each failing run.",
-)
+@artifacts_option("failing")
 @click.option(
     "--param",
     "param_items",
