@@ -166,6 +166,40 @@ def test_group_commit_one_fsync_per_written_file() -> None:
         run(body())
 
 
+@pytest.mark.parametrize("seed", range(8))
+def test_a_commit_only_hard_state_is_written_without_fsync(seed: int) -> None:
+    """`write_hard_state` (a Ready that only moves the commit index, etcd's MustSync false):
+    no fsync; a power loss keeps the new commit or the old one, never anything else, and the
+    next sync makes it durable."""
+    disk, events = sim_disk(seed)
+
+    async def before_crash() -> None:
+        storage, _ = reopen("/data")
+        storage.append(entries(1, 11))
+        storage.hard_state = HardState(1, "n1", 5)
+        await storage.sync()
+        events.clear()
+        storage.hard_state = HardState(1, "n1", 10)
+        storage.write_hard_state()
+        assert [k for k, _ in events if k == "disk.fsync"] == []
+        assert storage.hard_state == HardState(1, "n1", 10)
+
+    with fs.use_backend(disk):
+        run(before_crash())
+        disk.on_crash()
+        storage, restored = reopen("/data")
+        assert restored.hard_state in (HardState(1, "n1", 5), HardState(1, "n1", 10))
+        assert list(restored.entries) == entries(1, 11)
+        storage.hard_state = HardState(1, "n1", 10)
+        storage.write_hard_state()
+        run(storage.sync())  # the next sync makes the written state durable
+        storage.close()
+        disk.on_crash()
+        storage, restored = reopen("/data")
+        assert restored.hard_state == HardState(1, "n1", 10)
+        storage.close()
+
+
 def test_the_hard_state_survives_rotation_compaction_truncation_and_install(data_dir: str) -> None:
     """The hard state lives in the log segments: whatever removes or cuts segments must keep
     the latest one."""

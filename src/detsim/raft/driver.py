@@ -14,19 +14,28 @@ wait in bounded queues until the loop takes them, all at once, in one burst:
 Each turn of the loop: step every queued message, tick, run every queued request, then handle
 the Ready in the order of its contract (`detsim.raft.core.ready`):
 
+    0. send the first `rd.send_before_persist` messages: a leader's appends, heartbeats and
+       snapshot chunks leave while its own fsync runs (thesis §10.2.1), so one write costs
+       max(leader fsync, RTT + follower fsync) instead of their sum. Safe because the core
+       counts the leader in a commit quorum only for entries `advance` reported durable;
     1. persist: snapshot chunks, an incoming snapshot, entries, hard state; ONE storage.sync()
        (group commit: everything that arrived while the previous Ready was being handled is in
-       this one); restore the state machine from an incoming snapshot; update the transport's
-       peers from the membership now in force (it changes when a change is *appended*);
-    2. send the messages;
+       this one) when there are entries or chunks or the term or vote moved; a hard state that
+       only moves the commit index is written without an fsync (etcd's MustSync: the commit
+       index is volatile in Raft; the next sync makes it durable); restore the state machine
+       from an incoming snapshot; update the transport's peers from the membership now in force
+       (it changes when a change is *appended*);
+    2. send the other messages (votes, acknowledgements: never before step 1);
     3. apply the committed entries (one `state_machine.apply` batch), resolve the proposals'
        futures, answer reads whose index is now applied;
     4. advance; then take a snapshot of our own if `applied - snapshot index` passed the
        threshold (`snapshot_threshold_entries`), and `core.compact` to it.
 
 The core is never stepped while a Ready is out, so what an observer sees after step 1 is
-durable. Asserted: entries are durable before any message leaves; the applied index moves by
-one per entry (or jumps to a snapshot); one Ready at a time.
+durable (but for the commit index of a commit-only hard state). Asserted: entries are durable
+before any message but step 0's leaves (and the core asserts that a leader never counts its
+own match past its durable log); the applied index moves by one per entry (or jumps to a
+snapshot); one Ready at a time.
 
 Futures and their errors (all `RaftError`s):
 - `propose(data)` -> the state machine's result once the entry is applied here. `NotLeader`
@@ -176,6 +185,8 @@ class DriverStats:
     snapshots_taken: int = 0
     snapshots_installed: int = 0
     proposals_unknown: int = 0
+    messages_sent_before_persist: int = 0  # a leader's appends sent while its fsync ran
+    syncs_skipped: int = 0  # Readies that only moved the commit index: written, not fsynced
 
 
 @dataclasses.dataclass(slots=True)
@@ -323,13 +334,18 @@ class RaftNode:
             if sm_applied < restored.snapshot.index:
                 await self._restore_state_machine(restored.snapshot)
                 sm_applied = restored.snapshot.index
-        if sm_applied > max(
-            restored.hard_state.commit, restored.snapshot.index if restored.snapshot else 0
-        ):
+        snapshot_index = restored.snapshot.index if restored.snapshot else 0
+        durable_last = restored.entries[-1].index if restored.entries else snapshot_index
+        if sm_applied > durable_last:
             raise RuntimeError(
                 f"{self.id}: state machine applied index {sm_applied} is past the durable "
-                f"commit index {restored.hard_state.commit}: its storage and the log disagree"
+                f"log (last index {durable_last}): its storage and the log disagree"
             )
+        hard_state = restored.hard_state
+        if sm_applied > hard_state.commit:
+            # A persistent state machine applied entries whose commit was written but not
+            # fsynced (`_persist`): they were committed, so the commit index is at least that.
+            hard_state = dataclasses.replace(hard_state, commit=sm_applied)
         self._learn_addresses(restored.entries)
         self._addresses.update(self.config.peers)
         initial = None
@@ -338,7 +354,7 @@ class RaftNode:
         self._core = Raft(
             self.config.core_config(),
             random.Random(),
-            hard_state=restored.hard_state,
+            hard_state=hard_state,
             snapshot=restored.snapshot,
             entries=restored.entries,
             applied=sm_applied,
@@ -587,10 +603,16 @@ class RaftNode:
     async def _handle_ready(self, rd: Ready) -> None:
         core = self.core
         self.stats.readies += 1
+        transport = self.transport
+        early = rd.send_before_persist
+        # Step 0: a leader's appends go out while its own fsync runs (ready.py); the core
+        # counts the leader's entries in a quorum only after `advance`, i.e. once durable.
+        for msg in rd.messages[:early]:
+            transport.send(msg)
+        self.stats.messages_sent_before_persist += early
         await self._persist(rd)
         self.observer.persisted(self, rd)
-        transport = self.transport
-        for msg in rd.messages:
+        for msg in rd.messages[early:]:
             transport.send(msg)
         await self._apply(rd.committed_entries)
         for rs in rd.read_states:
@@ -641,9 +663,14 @@ class RaftNode:
             storage.append(rd.entries)
         if rd.hard_state is not None:
             storage.hard_state = rd.hard_state
-        if rd.hard_state is not None or rd.entries or rd.snapshot_chunks:
+        if rd.entries or rd.snapshot_chunks or self._term_or_vote_moves(rd):
             await storage.sync()  # (a snapshot install made itself durable)
             self.stats.syncs += 1
+        elif rd.hard_state is not None:
+            # Only the commit index moved: written, fsynced with the next batch. The commit
+            # index is volatile in Raft (Figure 2; etcd's MustSync): a restart relearns it.
+            storage.write_hard_state()
+            self.stats.syncs_skipped += 1
         if rd.hard_state is not None:
             self._persisted = rd.hard_state
         if rd.entries:
@@ -659,6 +686,12 @@ class RaftNode:
             self._learn_addresses(rd.entries)
             self._addresses.update(self.config.peers)
             self.transport.set_peers(self._wanted_peers())
+
+    def _term_or_vote_moves(self, rd: Ready) -> bool:
+        """Does `rd` change the term or the vote? (Those must be durable before any message
+        of the Ready leaves; a change of the commit index alone need not be.)"""
+        hard, persisted = rd.hard_state, self._persisted
+        return hard is not None and (hard.term, hard.vote) != (persisted.term, persisted.vote)
 
     async def _apply(self, entries: tuple[Entry, ...]) -> None:
         applied = self.state_machine.applied_index()

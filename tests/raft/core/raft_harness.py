@@ -103,6 +103,7 @@ class SimNode:
         self.boot = 0
         self.raft: Raft | None = None
         self.held: Ready | None = None  # a Ready taken and not yet processed (async driver)
+        self.held_sent = 0  # how many of the held Ready's messages left before its persist
         self.start()
 
     def start(self) -> None:
@@ -249,7 +250,12 @@ class Cluster:
         node = self.nodes[node_id]
         if node.held is not None or not node.core.has_ready():
             return False
-        node.held = node.core.ready()
+        rd = node.held = node.core.ready()
+        # A leader's appends may leave before its persist (ready.py, step 0): send them now,
+        # so a crash before `finish_ready` loses the leader's entries but not the messages.
+        node.held_sent = rd.send_before_persist
+        for m in rd.messages[: rd.send_before_persist]:
+            self._send(m)
         return True
 
     def finish_ready(self, node_id: str) -> None:
@@ -257,10 +263,10 @@ class Cluster:
         node = self.nodes[node_id]
         r, rd = node.core, node.held
         assert rd is not None
-        node.held = None
+        sent, node.held, node.held_sent = node.held_sent, None, 0
         self.log(f"> {node_id} handling Ready")
         self._persist(node, rd)
-        for m in rd.messages:
+        for m in rd.messages[sent:]:
             self._send(m)
         self._apply(node, rd)
         r.advance(rd)
@@ -409,6 +415,7 @@ class Cluster:
         """Lose the core's memory (and any Ready not processed); storage survives."""
         self.nodes[node_id].raft = None
         self.nodes[node_id].held = None
+        self.nodes[node_id].held_sent = 0
         self.queue = [m for m in self.queue if m.to != node_id]
 
     def restart(self, node_id: str) -> None:

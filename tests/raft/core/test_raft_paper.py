@@ -201,6 +201,7 @@ def test_figure8_entries_of_older_terms_not_committed_by_counting() -> None:
     r.step(VoteResponse("2", "1", r.term + 1, granted=True, pre=True))
     r.step(VoteResponse("2", "1", r.term, granted=True))
     assert r.role is Role.LEADER and r.term == 4 and r.last_index == 5
+    r.advance(r.ready())  # its entries are durable: it counts itself up to index 5
     r.step(AppendResponse("2", "1", 4, index=4))
     assert r.commit == 3  # index 4 (term 2) is on a majority but is not committed
     r.step(AppendResponse("2", "1", 4, index=5))

@@ -55,7 +55,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from detsim.raft.core.config import RaftConfig
 from detsim.raft.core.errors import (
@@ -101,6 +101,10 @@ from detsim.raft.core.progress import Progress, ProgressState
 from detsim.raft.core.readonly import ReadOnly, ReadRound
 from detsim.raft.core.ready import ReadState, Ready, SoftState
 from detsim.raft.core.validate import validate_message
+
+#: What a leader may send before its own persist step (ready.py `send_before_persist`): what
+#: carries its log and commit index outwards, never a vote or an acknowledgement.
+_EARLY_MESSAGE_TYPES: Final = (AppendRequest, Heartbeat, SnapshotChunk)
 
 
 class RandomSource(Protocol):
@@ -901,13 +905,35 @@ class Raft:
         assert entries[0].index == self.log.last_index() + 1, "a leader never truncates"
         self.log.append(entries)
         self._track_conf(entries)
-        self._progress[self.id].maybe_update(self.log.last_index())
+        # Our own match does not move here: the new entries are not durable until the driver
+        # says so (`advance`), and a leader counts itself only for what is on its disk
+        # (`_own_entries_durable`). A change that shrinks the voters may still commit now.
         self._maybe_commit()
+
+    def _durable_last_index(self) -> int:
+        """The last index of our log that the driver reported durable (`advance`)."""
+        return min(self.log.unstable_from - 1, self.log.last_index())
+
+    def _own_entries_durable(self) -> None:
+        """The driver made our entries durable: count ourselves for them (thesis §10.2.1; etcd's
+        MsgStorageAppendResp). If that completes a quorum, commit and tell the followers."""
+        pr = self._progress.get(self.id)
+        if pr is None or not pr.maybe_update(self._durable_last_index()):
+            return
+        if self._maybe_commit():
+            self._broadcast_append()
 
     def _maybe_commit(self) -> bool:
         """Commit the highest index a quorum of voters holds, if it is of our term (§5.4.2:
         entries of earlier terms are committed only indirectly, the Figure 8 rule)."""
         voters = self.conf.voters
+        own = self._progress.get(self.id)
+        # The leader's appends may leave before its own entries are durable (ready.py): it must
+        # never count itself for an entry a crash could still take from its disk.
+        assert own is None or own.match <= self._durable_last_index(), (
+            f"leader counts its own match {own.match} past its durable log "
+            f"{self._durable_last_index()}"
+        )
         matches = sorted((self._progress[v].match for v in voters), reverse=True)
         assert matches[0] <= self.log.last_index(), f"match {matches[0]} past our log"
         quorum_index = matches[self._quorum() - 1]
@@ -1022,7 +1048,7 @@ class Raft:
             is_learner=node_id in self.conf.learners,
         )
         if node_id == self.id:
-            pr.match = self.log.last_index()
+            pr.match = self._durable_last_index()  # see `_own_entries_durable`
         return pr
 
     # =========================================================================================
@@ -1120,12 +1146,14 @@ class Raft:
         # (or already durable), so the contract "durable before sent" keeps holding.
         self._flush_proposals()
         hard, soft = self.hard_state(), self._soft_state()
+        messages, early = self._order_messages(hard)
         rd = Ready(
             hard_state=hard if hard != self._prev_hard else None,
             entries=tuple(self.log.unstable_entries()),
             snapshot_chunks=tuple(self._chunks),
             snapshot=self._pending_snapshot,
-            messages=tuple(self._messages),
+            messages=messages,
+            send_before_persist=early,
             committed_entries=tuple(
                 self.log.committed_to_apply(self.config.max_apply_bytes_per_ready)
             ),
@@ -1138,6 +1166,23 @@ class Raft:
         self._ready_out = rd
         return rd
 
+    def _order_messages(self, hard: HardState) -> tuple[tuple[Message, ...], int]:
+        """The outbox, the messages that may leave before the persist step first, and how
+        many they are (ready.py, `send_before_persist`). Only a leader whose term and vote are
+        already durable sends early, and only what carries its log outwards (appends,
+        heartbeats, snapshot chunks): they promise nothing about its own disk, since it counts
+        itself in a quorum only for durable entries (`_own_entries_durable`). Votes, vote
+        refusals, acknowledgements, TimeoutNow and read answers always wait."""
+        outbox = self._messages
+        prev = self._prev_hard
+        if self.role is not Role.LEADER or (hard.term, hard.vote) != (prev.term, prev.vote):
+            return tuple(outbox), 0
+        early = [m for m in outbox if isinstance(m, _EARLY_MESSAGE_TYPES)]
+        if len(early) == len(outbox):
+            return tuple(outbox), len(outbox)
+        late = [m for m in outbox if not isinstance(m, _EARLY_MESSAGE_TYPES)]
+        return (*early, *late), len(early)
+
     def advance(self, rd: Ready) -> None:
         """The driver did everything `rd` asked (durable, sent, applied)."""
         if rd is not self._ready_out:
@@ -1149,6 +1194,8 @@ class Raft:
             self._prev_soft = rd.soft_state
         if rd.entries:
             self.log.stable_to(rd.entries)
+            if self.role is Role.LEADER:
+                self._own_entries_durable()
         if rd.committed_entries:
             last = rd.committed_entries[-1].index
             # A snapshot installed meanwhile may have moved `applied` past these entries.

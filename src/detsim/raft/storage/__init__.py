@@ -25,6 +25,10 @@ Rules:
   fsync in the common case, and a commit index is never durable before the entries it covers.
   fsyncs go through `fsync_async`: off the event loop in production, `fsync_latency` in a
   simulation.
+- `write_hard_state()` writes a hard state that only moves the commit index without an fsync
+  (the commit index is volatile state in Raft; the next sync makes it durable): after a crash
+  the durable commit index may lag, so `load()` treats a few more entries as uncommitted (a
+  torn tail there is repaired, not reported as damage).
 - `load()` never drops committed data to carry on: damage it cannot prove harmless raises
   `CorruptStorageError` (or the record file's `CorruptRecordError`), naming file and offset.
   What it repairs (a torn tail above the commit index, unfinished snapshot files) it logs.
@@ -136,6 +140,13 @@ class Storage:
             await self._log.sync()
         finally:
             self._syncing = False
+
+    def write_hard_state(self) -> None:
+        """Write the hard state given, without making it durable (no fsync): for a hard state
+        that only moves the commit index (etcd's MustSync false). The next `sync()` makes it
+        durable. Nothing else may be pending (no entries, no snapshot chunks since the last
+        sync): those are only ever written to be made durable."""
+        self._log.write_hard_state()
 
     # -- snapshots ------------------------------------------------------------------------------
 

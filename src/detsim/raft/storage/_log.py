@@ -12,7 +12,9 @@ Rules:
 - Entries run contiguously from a segment's `first` index; the latest hard state is the `H` with
   the highest `seq`. Every segment starts with an `H` (the state at its creation), so removing
   older segments never loses the hard state. `sync()` appends an `H` if the state changed, after
-  the entries of the batch, then fsyncs each written segment once.
+  the entries of the batch, then fsyncs each written segment once. `write_hard_state()` appends
+  the `H` without fsync (a state that only moves the commit index); the next sync makes it
+  durable, and as a file survives as a prefix, it still never covers entries not durable.
 - Appends go to the last segment; past `SEGMENT_MAX_BYTES` a new one is started and the full
   one is fsynced first, so only the last segment can have a torn tail.
 - A conflict (an append at an index <= the last) truncates the segment holding that index and
@@ -443,6 +445,14 @@ class SegmentedLog:
             fs.remove(path)
         if paths:
             fs.fsync_dir(self.directory)
+
+    def write_hard_state(self) -> None:
+        """Write the given hard state now, not durable: the next `sync` fsyncs it (a crash may
+        keep it or not, as any write). For a state that only moves the commit index (etcd's
+        MustSync is false): the commit index is volatile in Raft, a restart relearns it."""
+        pending, self._pending = self._pending, None
+        if pending is not None and pending != self._state:
+            self._write_state(self._segments[-1], pending)
 
     async def sync(self) -> None:
         """Write the hard state if it changed (after this batch's entries), then make every
