@@ -47,6 +47,43 @@ class H:
         return self.inv(p, f, key, value).ok(p, out)
 
 
+def concurrent_info_writes(
+    n: int,
+    f: str = "append",
+    keys: tuple[str, ...] = ("x",),
+    *,
+    observed: bool = False,
+    reverse: bool = False,
+    never: bool = True,
+    h: H | None = None,
+) -> H:
+    """Per key: n concurrent writes (`f` of distinct values) that all time out (info), then
+    (observed) a read of each value as the writes leave it in invoke order (reverse: in the
+    reverse order, which a search tries last), then (never) a read of a
+    value never written. With it not linearizable, and a search without shortcuts tries every
+    subset (for appends every ordered subset) of the writes before it can say so. Added to `h`
+    when given (process ids continue from its highest)."""
+    h = H() if h is None else h
+    p = 1 + max((e.process for e in h.events), default=-1)
+    for key in keys:
+        first = p
+        for i in range(n):
+            h.inv(p, f, key, f"{i};")
+            p += 1
+        for q in range(first, p):
+            h.info(q)
+        seen = ""
+        order = reversed(range(n)) if reverse else range(n)
+        for i in order if observed else ():
+            seen = seen + f"{i};" if f == "append" else f"{i};"
+            h.call(p, "get", key, out=seen)
+            p += 1
+        if never:
+            h.call(p, "get", key, out="never")
+            p += 1
+    return h
+
+
 def _text(v: Any) -> Any:
     return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from helpers_check import H, brute_events
+from helpers_check import H, brute_events, concurrent_info_writes
 
 from detsim.check import check_history
 
@@ -119,14 +119,11 @@ def test_register_model_and_kv_empty_model() -> None:
 
 
 def test_timeout_gives_unknown() -> None:
-    # 24 concurrent timed-out writes of distinct values, then a read of a value never written:
-    # deciding it means trying every subset of the writes.
-    h = H()
-    for p in range(24):
-        h.inv(p, "put", "x", str(p))
-    for p in range(24):
-        h.info(p)
-    h.call(99, "get", "x", out="never")
+    # 24 concurrent timed-out appends of distinct values, then a read of a value never
+    # written: deciding it means trying every ordered subset of the appends.
+    h = concurrent_info_writes(24, "append")
     result = check_history(h.events, timeout=0.0)
     assert result.linearizable is None
     assert result.undecided_keys == ("x",)
+    assert result.unknown_reason == "timeout"
+    assert result.explain().startswith("unknown: time ran out with 1 key(s) undecided: 'x'")

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from helpers_check import H
+from helpers_check import H, concurrent_info_writes
 
 from detsim.check import checker, write_history
 from detsim.cli.check import command
@@ -79,14 +79,23 @@ def test_unknown_format_and_empty_file(tmp_path: Path) -> None:
 
 
 def test_timeout_is_unknown(tmp_path: Path) -> None:
-    h = H()
-    for p in range(24):
-        h.inv(p, "put", "x", str(p))
-    for p in range(24):
-        h.info(p)
-    path = _write(tmp_path, "hard.jsonl", h.call(99, "get", "x", out="never"))
+    path = _write(tmp_path, "hard.jsonl", concurrent_info_writes(24, "append"))
     code, out, _ = _run("--json", "--timeout", "0", path)
     assert code == 2 and json.loads(out)["linearizable"] is None
+    assert json.loads(out)["reason"] == "timeout"
+
+
+def test_search_budget_is_unknown_and_said_so(tmp_path: Path, monkeypatch: Any) -> None:
+    # The command runs with the checker's default bound; lowered here so the test is quick.
+    monkeypatch.setattr(checker, "MAX_CONFIGS", 5_000)
+    hard = _write(tmp_path, "hard.jsonl", concurrent_info_writes(12, "append", ("x", "y")))
+    code, out, _ = _run(hard, _bad(tmp_path))
+    assert code == 2  # unknown beats a violation in another file
+    assert f"{hard}: unknown: search budget exhausted (" in out
+    assert "configurations cached, limit 5,000) with 2 key(s) undecided: 'x', 'y'" in out
+    code, out, _ = _run("--json", hard)
+    line = json.loads(out)
+    assert code == 2 and line["linearizable"] is None and line["reason"] == "search budget"
 
 
 def test_html_counterexample(tmp_path: Path) -> None:

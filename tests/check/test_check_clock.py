@@ -20,8 +20,8 @@ HELPERS = Path(__file__).resolve().parent
 
 # In a fresh interpreter (so the import really is the first one): inside a running simulation,
 # import the checker, then check a history whose full search takes seconds (16 concurrent
-# timed-out writes, then a read of a value never written: every subset of the writes is tried),
-# with a timeout far shorter than that.
+# timed-out appends, then a read of a value never written: every ordered subset of the appends
+# is tried), with a timeout far shorter than that.
 FIRST_IMPORT_INSIDE_A_RUN = textwrap.dedent(
     """
     import json, sys
@@ -31,14 +31,9 @@ FIRST_IMPORT_INSIDE_A_RUN = textwrap.dedent(
     async def main():
         assert "detsim.check.checker" not in sys.modules
         from detsim.check import check_history
-        from helpers_check import H
+        from helpers_check import concurrent_info_writes
 
-        h = H()
-        for p in range(16):
-            h.inv(p, "put", "x", str(p))
-        for p in range(16):
-            h.info(p)
-        h.call(99, "get", "x", out="never")
+        h = concurrent_info_writes(16, "append")
         result = check_history(h.events, timeout=0.01, explain=False)
         return {"verdict": result.linearizable, "undecided": list(result.undecided_keys),
                 "seconds": result.seconds}

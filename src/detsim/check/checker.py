@@ -11,6 +11,14 @@ shared deadline: a hard key cannot starve the verdict on the others, and the fir
 not linearizable stops everything. When the deadline passes with keys undecided the verdict is
 None (unknown) -- unless some key was already found not linearizable.
 
+Memory bound. The searches' caches of configurations are the checker's memory (~130 bytes a
+configuration). All keys' caches together hold at most `max_configs` (default
+search.MAX_CONFIGS) plus one slice (SLICE_STEPS): past it the verdict is None with
+`unknown_reason` "search budget" and `configs` saying how many were held -- never a crash,
+never a guess. A decided key's cache is freed at once. A counterexample's searches come after
+the verdict: each prefix search is bounded by `max_configs` too, while the verdict's cache is
+still held (so at most twice the budget), the window by WINDOW_BUDGET_STEPS.
+
 Counterexample (only for a key found not linearizable; bounded by WINDOW_BUDGET_STEPS):
 1. the failing prefix: the shortest prefix of the key's history, cut just after a completion,
    that is not linearizable (ops still open at the cut may take effect or not). The op whose
@@ -29,12 +37,13 @@ import dataclasses
 import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final, Literal
 
 from detsim.check._realclock import real_seconds
 from detsim.check.history import Event, HistoryError, Operation, event_from_json, pair_events
 from detsim.check.models import Model, State, Step, get_model
 from detsim.check.search import (
+    MAX_CONFIGS,
     SLICE_STEPS,
     Cache,
     Problem,
@@ -55,6 +64,11 @@ EXPLAIN_SLICE_STEPS = 1000  # steps between budget checks while building a count
 WINDOW_BUDGET_STEPS = 2_000_000  # cap on the counterexample work (config enumeration)
 MAX_START_CONFIGS = 5_000
 
+#: Why a verdict is None: the timeout passed, or the searches' caches reached `max_configs`.
+UnknownReason = Literal["timeout", "search budget"]
+TIMEOUT: Final = "timeout"
+SEARCH_BUDGET: Final = "search budget"
+
 
 @dataclass(frozen=True, slots=True)
 class CheckResult:
@@ -72,6 +86,9 @@ class CheckResult:
     window_start_index: int | None = None
     key_ops: tuple[Operation, ...] = ()  # all ops on the offending key
     undecided_keys: tuple[str | None, ...] = ()
+    unknown_reason: UnknownReason | None = None  # set iff linearizable is None
+    configs: int = 0  # the most configurations the verdict's searches cached at once
+    max_configs: int = MAX_CONFIGS  # the bound on `configs` this check ran with
 
     def __bool__(self) -> bool:
         return self.linearizable is True
@@ -82,7 +99,13 @@ class CheckResult:
             return f"linearizable: {self.ops} ops on {self.keys} key(s) ({self.model} model)"
         if self.linearizable is None:
             keys = ", ".join(repr(k) for k in self.undecided_keys[:5])
-            return f"unknown: time ran out with {len(self.undecided_keys)} key(s) undecided: {keys}"
+            undecided = f"{len(self.undecided_keys)} key(s) undecided: {keys}"
+            if self.unknown_reason == SEARCH_BUDGET:
+                return (
+                    f"unknown: search budget exhausted ({self.configs:,} configurations cached, "
+                    f"limit {self.max_configs:,}) with {undecided}"
+                )
+            return f"unknown: time ran out with {undecided}"
         lines = [f"not linearizable: key {self.key!r} ({self.model} model)"]
         if self.failing_op is not None:
             lines.append(f"  cannot linearize: {_line(self.failing_op)}")
@@ -110,38 +133,55 @@ def check_history(
     timeout: float | None = None,
     *,
     explain: bool = True,
+    max_configs: int | None = None,
 ) -> CheckResult:
     """Check a history against a model: its events (`Event` objects, or the dicts `json.loads`
     gives for history lines, mixed freely), or already paired operations.
 
     Anything else raises `HistoryError` naming the item. `explain=False` skips the
     counterexample (failing op, window) of a violation. `timeout` is in real seconds.
+    `max_configs` bounds the search's memory (configurations cached, all keys together, ~130
+    bytes each; None: MAX_CONFIGS): past it the verdict is None, `unknown_reason` "search
+    budget".
     """
+    if max_configs is None:
+        max_configs = MAX_CONFIGS
+    if max_configs < 1:
+        raise ValueError(f"max_configs must be at least 1, got {max_configs}")
     started = _wall_clock()
     spec = get_model(model)
     ops = _operations(list(events))
     by_key = _split(ops, spec)
     deadline = None if timeout is None else started + timeout
-    verdict, bad_key, explored, undecided = _schedule(by_key, spec, deadline)
-    base = {"model": spec.name, "ops": len(ops), "keys": len(by_key)}
-    if verdict is False and not explain:
-        return CheckResult(False, seconds=_wall_clock() - started, key=bad_key, **base)  # type: ignore[arg-type]
-    if verdict is False:
-        key_ops = tuple(op for op, _ in by_key[bad_key])
-        details = explain_key(list(key_ops), spec, explored=explored)
+    verdict = _schedule(by_key, spec, deadline, max_configs)
+    base: dict[str, Any] = {
+        "model": spec.name,
+        "ops": len(ops),
+        "keys": len(by_key),
+        "configs": verdict.peak_configs,
+        "max_configs": max_configs,
+    }
+    if verdict.linearizable is False and not explain:
+        return CheckResult(False, seconds=_wall_clock() - started, key=verdict.bad_key, **base)
+    if verdict.linearizable is False:
+        key_ops = tuple(op for op, _ in by_key[verdict.bad_key])
+        details = explain_key(
+            list(key_ops), spec, explored=verdict.explored, max_configs=max_configs
+        )
         return CheckResult(
             False,
             seconds=_wall_clock() - started,
-            key=bad_key,
+            key=verdict.bad_key,
             key_ops=key_ops,
             **details,  # type: ignore[arg-type]
-            **base,  # type: ignore[arg-type]
+            **base,
         )
     return CheckResult(
-        verdict,
+        verdict.linearizable,
         seconds=_wall_clock() - started,
-        undecided_keys=tuple(undecided),
-        **base,  # type: ignore[arg-type]
+        undecided_keys=tuple(verdict.undecided),
+        unknown_reason=verdict.reason,
+        **base,
     )
 
 
@@ -181,34 +221,71 @@ def _split(ops: Sequence[Operation], spec: Model) -> dict[str | None, list[tuple
     return by_key
 
 
+@dataclass(slots=True)
+class _Verdict:
+    """What the scheduled searches decided (see check_history)."""
+
+    linearizable: bool | None
+    peak_configs: int  # the most configurations all keys' caches held at once
+    bad_key: str | None = None
+    explored: Cache = dataclasses.field(default_factory=set)  # the bad key's configurations
+    undecided: list[str | None] = dataclasses.field(default_factory=list)
+    reason: UnknownReason | None = None
+
+
+@dataclass(slots=True)
+class _KeySearch:
+    key: str | None
+    gen: Search
+    cache: Cache
+
+
 def _schedule(
-    by_key: dict[str | None, list[tuple[Operation, Step]]], spec: Model, deadline: float | None
-) -> tuple[bool | None, str | None, Cache, list[str | None]]:
-    """Round-robin over keys, smallest first; returns (verdict, offending key, the
-    configurations its search explored, undecided keys)."""
-    order = sorted(by_key, key=lambda k: len(by_key[k]))
-    active: list[tuple[str | None, Search, Cache]] = []
-    for key in order:
+    by_key: dict[str | None, list[tuple[Operation, Step]]],
+    spec: Model,
+    deadline: float | None,
+    max_configs: int,
+) -> _Verdict:
+    """Round-robin over keys, smallest first, within the deadline and `max_configs`."""
+    active: list[_KeySearch] = []
+    for key in sorted(by_key, key=lambda k: len(by_key[k])):
         entries = by_key[key]
         problem = build([op for op, _ in entries], [s for _, s in entries])
         cache: Cache = set()
-        active.append((key, search(problem, spec.initial, cache), cache))
+        gen = search(problem, spec.initial, cache, max_cache=max_configs)
+        active.append(_KeySearch(key, gen, cache))
+    held = peak = 0  # configurations cached by the undecided keys' searches
     while active:
-        still: list[tuple[str | None, Search, Cache]] = []
-        for key, gen, cache in active:
+        still: list[_KeySearch] = []
+        for position, task in enumerate(active):
+            before = len(task.cache)
             try:
-                next(gen)
+                next(task.gen)
             except StopIteration as stop:
+                peak = max(peak, held + len(task.cache) - before)
+                held -= before  # this key is decided: its cache is freed with its search
+                if stop.value is True:
+                    continue
                 if stop.value is False:
-                    return False, key, cache, []
-                if stop.value is None:
-                    return None, None, set(), [key] + [k for k, _, _ in active if k != key]
-                continue
-            still.append((key, gen, cache))
-            if deadline is not None and _wall_clock() > deadline:
-                return None, None, set(), [k for k, _, _ in active]
+                    return _Verdict(False, peak, task.key, task.cache)
+                # None: this one key's cache passed max_configs (the total check below
+                # normally stops everything first).
+                undecided = [t.key for t in [task, *still, *active[position + 1 :]]]
+                return _Verdict(None, peak, undecided=undecided, reason=SEARCH_BUDGET)
+            held += len(task.cache) - before
+            peak = max(peak, held)
+            still.append(task)
+            reason: UnknownReason | None = None
+            if held > max_configs:
+                reason = SEARCH_BUDGET
+            elif deadline is not None and _wall_clock() > deadline:
+                reason = TIMEOUT
+            if reason is not None:
+                undecided = [t.key for t in [*still, *active[position + 1 :]]]
+                return _Verdict(None, peak, undecided=undecided, reason=reason)
         active = still
-    return True, None, set(), []
+    assert held == 0, held
+    return _Verdict(True, peak)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -241,31 +318,38 @@ def _compiled(ops: Sequence[Operation], spec: Model) -> tuple[list[Operation], l
     return kept, steps
 
 
-def _prefix_ok(ops: Sequence[Operation], cut: int, spec: Model) -> bool:
+def _prefix_ok(ops: Sequence[Operation], cut: int, spec: Model, max_configs: int) -> bool:
+    """False iff the prefix is certainly not linearizable (a search that gives up is True)."""
     kept, steps = _compiled(_prefix(ops, cut), spec)
-    return check_ops(kept, steps, spec.initial) is not False
+    return check_ops(kept, steps, spec.initial, max_configs) is not False
 
 
 def explain_key(
-    ops: list[Operation], spec: Model, *, explored: Cache | None = None
+    ops: list[Operation],
+    spec: Model,
+    *,
+    explored: Cache | None = None,
+    max_configs: int = MAX_CONFIGS,
 ) -> dict[str, object]:
     """failing_op, window, window_states, window_start_index for a key not linearizable.
 
     `explored`: the configurations the verdict's search of exactly these ops (in this order)
     explored, when it found them not linearizable; they locate the failing prefix, saving most
-    of its binary search. The result is the same with or without them.
+    of its binary search. The result is the same with or without them. Each prefix search
+    caches at most `max_configs` configurations; one that gives up counts as passing, so the
+    failing prefix found may then be a longer one than the shortest (still a failing one).
     """
     cuts = sorted(op.complete_index for op in ops if op.complete_index is not None)
     lo, hi = 0, len(cuts) - 1  # invariant: prefix at cuts[hi] fails; those before cuts[lo] pass
     if explored is not None and lo < hi:
         lo = min(_witnessed_cuts(ops, explored), hi)
-        if lo < hi and _prefix_ok(ops, cuts[lo], spec):
+        if lo < hi and _prefix_ok(ops, cuts[lo], spec, max_configs):
             lo += 1  # a prefix the search could not witness (see _witnessed_cuts): bisect on
         elif lo < hi:
             hi = lo
     while lo < hi:
         mid = (lo + hi) // 2
-        if _prefix_ok(ops, cuts[mid], spec):
+        if _prefix_ok(ops, cuts[mid], spec, max_configs):
             lo = mid + 1
         else:
             hi = mid
@@ -418,4 +502,14 @@ def _configs(
     return out
 
 
-__all__ = ["SLICE_STEPS", "CheckResult", "check_history", "explain_key", "run"]
+__all__ = [
+    "MAX_CONFIGS",
+    "SEARCH_BUDGET",
+    "SLICE_STEPS",
+    "TIMEOUT",
+    "CheckResult",
+    "UnknownReason",
+    "check_history",
+    "explain_key",
+    "run",
+]

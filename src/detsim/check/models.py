@@ -63,6 +63,8 @@ class Step:
 
     `sig` (hashable, or None): ops with equal signatures have the same effect in every state,
     which lets the search treat open ops with equal signatures as interchangeable.
+    `blind`: legal in every state, and the state after it does not depend on the state before
+    (a put; a delete whose reply says nothing): it erases whatever an op just before it did.
     """
 
     code: int
@@ -70,6 +72,7 @@ class Step:
     fn: StepFn | None
     pure: bool
     sig: object = None
+    blind: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,7 +196,7 @@ def _compile_kv(op: Operation, norm: Callable[[Value], State], absent: State) ->
         return Step(READ, norm(op.output), None, True) if ok else None
     if f == "put":
         value = norm(op.value)
-        return Step(WRITE, value, None, False, ("put", value))
+        return Step(WRITE, value, None, False, ("put", value), blind=True)
     if f == "cas":
         expected, new = _cas_args(op, norm)
         fn = (_cas_apply if ok else _cas_maybe)(expected, new)
@@ -207,7 +210,7 @@ def _compile_kv(op: Operation, norm: Callable[[Value], State], absent: State) ->
     if f == "delete":
         reply = op.output if ok and type(op.output) is int else None
         sig_del: object = ("delete",) if reply is None else None
-        return Step(CALL, None, _delete(reply, absent), False, sig_del)
+        return Step(CALL, None, _delete(reply, absent), False, sig_del, blind=reply is None)
     if f == "incr":
         return Step(
             CALL,

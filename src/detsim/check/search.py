@@ -28,8 +28,23 @@ to put the earlier-invoked one first. The search therefore only linearizes an op
 its earlier twin (`need`): without this, k identical timed-out writes multiply the
 configurations by up to 2^k.
 
+Overwrites (sound): an open op X directly followed by a blind op W (models.Step.blind: a put,
+a delete whose reply says nothing) can be dropped from any linearization: W leaves the same
+state whatever X did, X need not take effect at all, and W could be placed where X was (X has
+no return entry, so nothing W waits for is lifted by X). So the search never linearizes a
+blind op right after an open one. Which op came last is part of the configuration then: its
+cache key carries the bit `p.after_open` when the last op linearized was open (such a
+configuration has fewer continuations, so it must not share a key with its unflagged twin).
+Read pruning stays sound: a read moved to the front of a continuation, then the continuation
+cleaned of the open ops it left right before a blind one, is still a continuation. Without
+this rule, k concurrent timed-out puts of distinct values are tried in all 2^k subsets before
+each read. The enumeration mode (`found`) keeps every order: it must see every configuration.
+
 Bounds: the search yields control every `slice_steps` steps (so keys can be interleaved and a
-shared timeout enforced) and gives up (result None) past `max_cache` cached configurations.
+shared timeout and configuration budget enforced) and gives up (result None) past `max_cache`
+cached configurations, checked once a slice: it holds at most max_cache + slice_steps of them
+(a step caches at most one). A cached configuration costs ~130 bytes (measured: a tuple, an
+int bitset and a set slot), so MAX_CONFIGS (2,000,000) is ~260 MB.
 """
 
 from __future__ import annotations
@@ -44,7 +59,10 @@ from detsim.check.models import ILLEGAL, READ, WRITE, State, Step
 RETURN: Final = -1  # code of a return entry
 TWIN: Final = 3  # an open op with an earlier open twin (same signature): see "Symmetry"
 SLICE_STEPS: Final = 20_000
-MAX_CACHE: Final = 20_000_000
+#: Configurations a check may cache at once (all keys of a history together, see checker.py):
+#: ~130 bytes each, so ~260 MB. The hardest history of porcupine's corpus that the checker
+#: decides needs 176k (kv/c50-ok.txt, its largest key 62k).
+MAX_CONFIGS: Final = 2_000_000
 
 Cache = set[tuple[int, object]]
 Search = Generator[None, None, bool | None]
@@ -63,6 +81,9 @@ class Problem:
     ret: list[int] = field(default_factory=list)  # call entry -> its return entry, or -1
     opi: list[int] = field(default_factory=list)  # entry -> op number
     need: list[int] = field(default_factory=list)  # TWIN entry -> bit of its earlier twin
+    blind: list[bool] = field(default_factory=list)  # call entry of a blind op (see header)
+    mark: list[int] = field(default_factory=list)  # call entry of an open op -> after_open
+    after_open: int = 0  # key bit: the last op linearized was open (above every op's bit)
     nxt: list[int] = field(default_factory=list)
     prv: list[int] = field(default_factory=list)
     call_pos: list[int] = field(default_factory=list)  # op number -> call entry
@@ -87,6 +108,9 @@ def build(ops: Sequence[Operation], steps: Sequence[Step]) -> Problem:
     p.ret = [-1] * (m + 2)
     p.opi = [-1] * (m + 2)
     p.need = [0] * (m + 2)
+    p.blind = [False] * (m + 2)
+    p.mark = [0] * (m + 2)
+    p.after_open = 1 << len(ops)
     p.call_pos = [0] * len(ops)
     twin_of = _twins(ops, steps)
     for pos, (_, is_ret, i) in enumerate(marks, start=1):
@@ -98,6 +122,9 @@ def build(ops: Sequence[Operation], steps: Sequence[Step]) -> Problem:
         p.call_pos[i] = pos
         s = steps[i]
         p.code[pos], p.arg[pos], p.fn[pos], p.pure[pos] = s.code, s.arg, s.fn, s.pure
+        p.blind[pos] = s.blind
+        if ops[i].complete_index is None:
+            p.mark[pos] = p.after_open
         if twin_of[i] >= 0:
             p.code[pos], p.need[pos] = TWIN, 1 << twin_of[i]
             p.fn[pos] = s.fn if s.fn is not None else _constant(s.arg)
@@ -157,7 +184,7 @@ def search(
     lin: int = 0,
     found: Cache | None = None,
     slice_steps: int = SLICE_STEPS,
-    max_cache: int = MAX_CACHE,
+    max_cache: int = MAX_CONFIGS,
 ) -> Search:
     """Generator: yields every `slice_steps` steps; returns True / False / None (gave up).
 
@@ -166,9 +193,13 @@ def search(
     search enumerates every reachable final configuration and returns False at the end.
     """
     code, arg, fn, pure, bit, nxt, need = p.code, p.arg, p.fn, p.pure, p.bit, p.nxt, p.need
+    blind = p.blind
+    # Enumeration must reach every configuration: no overwrite rule there (see header).
+    mark = p.mark if found is None else [0] * len(p.mark)
     tail = len(nxt) - 1
     calls: list[tuple[int, State]] = []
     entry = nxt[0]
+    after_open = 0  # mark of the last op linearized: 0, or p.after_open if it was open
     steps = 0
     # The loop body is deliberately flat: it is the hot path of every check.
     while True:
@@ -188,8 +219,10 @@ def search(
         else:
             c = code[entry]
         if c >= 0:
-            if c == READ:
-                new: object = state if state == arg[entry] else ILLEGAL
+            if after_open and blind[entry]:
+                new: object = ILLEGAL  # an overwrite right after an open op (see header)
+            elif c == READ:
+                new = state if state == arg[entry] else ILLEGAL
             elif c == WRITE:
                 new = arg[entry]
             elif c == TWIN and lin & need[entry] == 0:
@@ -198,12 +231,13 @@ def search(
                 new = fn[entry](state)  # type: ignore[operator]
             if new is not ILLEGAL:
                 nl = lin | bit[entry]
-                key = (nl, new)
+                key = (nl | mark[entry], new)
                 if key not in cache:
                     cache.add(key)
                     calls.append((entry, state))
                     state = new  # type: ignore[assignment]
                     lin = nl
+                    after_open = mark[entry]
                     lift(p, entry)
                     entry = nxt[0]
                     continue
@@ -223,6 +257,7 @@ def search(
             unlift(p, entry)
             if not pure[entry]:
                 break
+        after_open = mark[calls[-1][0]] if calls else 0
         entry = nxt[entry]
 
 
@@ -250,7 +285,7 @@ def run(gen: Search, budget: list[int] | None = None, slice_steps: int = 0) -> b
 
 
 def check_ops(
-    ops: Sequence[Operation], steps: Sequence[Step], initial: State, max_cache: int = MAX_CACHE
+    ops: Sequence[Operation], steps: Sequence[Step], initial: State, max_cache: int = MAX_CONFIGS
 ) -> bool | None:
     """Linearizability of one key's ops from `initial`, without interleaving."""
     return run(search(build(ops, steps), initial, set(), max_cache=max_cache))

@@ -2,11 +2,13 @@
 
 Owns the command's contract (DESIGN.md "Histories and checkers"): one verdict per file, format
 detected per file (detsim.check.formats); exit status 0 when every file is linearizable, 1 when
-one is not, 2 when one is unknown (time ran out) or unreadable -- the worst over all files
-(2 > 1 > 0). Unreadable files get a message with the file, line number and what was wrong.
-`--json` prints one line per file: {"file", "linearizable", "ops", "seconds"} (+ "error" for an
-unreadable file). `--html OUT` writes the counterexample of the first non-linearizable file.
-The lead registers `command` in the CLI group.
+one is not, 2 when one is unknown (time ran out, or the search's memory bound was reached:
+check_history's max_configs) or unreadable -- the worst over all files (2 > 1 > 0). Unreadable
+files get a message with the file, line number and what was wrong. `--json` prints one line
+per file: {"file", "linearizable", "ops", "seconds"} (+ "error" for an unreadable file, +
+"reason" for an unknown verdict: "timeout" or "search budget"). `--html OUT` writes the
+counterexample of the first non-linearizable file. The lead registers `command` in the CLI
+group.
 
 Cost rule: a counterexample (failing op and window) costs several more searches than the
 verdict, so it is computed only where it is shown: for every violation in the human-readable
@@ -81,8 +83,15 @@ def _check_one(
         return EXIT_UNKNOWN, None
     seconds = time.perf_counter() - started
     if as_json:
-        line = {"file": path, "linearizable": result.linearizable, "ops": result.ops}
-        click.echo(json.dumps({**line, "seconds": round(seconds, 6)}))
+        line: dict[str, object] = {
+            "file": path,
+            "linearizable": result.linearizable,
+            "ops": result.ops,
+            "seconds": round(seconds, 6),
+        }
+        if result.linearizable is None:
+            line["reason"] = result.unknown_reason
+        click.echo(json.dumps(line))
     else:
         verdict = result.explain().replace("\n", "\n  ")
         click.echo(f"{path}: {verdict} [{len(loaded.ops)} ops, {seconds:.3f} s]")

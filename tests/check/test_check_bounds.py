@@ -1,0 +1,118 @@
+"""The checker's memory bound (issue 9 note: 157 timed-out ops on 3 keys grew to 6 GB).
+
+check_history caches at most `max_configs` configurations, all keys together (plus one search
+slice): past it the verdict is None with `unknown_reason` "search budget", never a crash and
+never a silent pass. The histories here are the pathological shape: many concurrent writes
+that time out, then reads; appends have no shortcut (every ordered subset of them is a
+distinct state), puts and deletes do (the search's overwrite rule), and must still be
+reported not linearizable when they are not.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from helpers_check import concurrent_info_writes
+
+from detsim.check import check_history
+from detsim.check.search import MAX_CONFIGS, SLICE_STEPS
+
+HELPERS = Path(__file__).resolve().parent
+
+
+def test_the_budget_stops_a_search_that_would_not_end() -> None:
+    h = concurrent_info_writes(40, "append", keys=("a", "b", "c"))
+    result = check_history(h.events, max_configs=30_000)
+    assert result.linearizable is None and not result
+    assert result.unknown_reason == "search budget"
+    assert set(result.undecided_keys) == {"a", "b", "c"}  # interleaved: all three undecided
+    # The bound holds to within one slice of one key's search (the check runs between slices).
+    assert 30_000 < result.configs <= 30_000 + SLICE_STEPS
+    assert result.explain().startswith(
+        f"unknown: search budget exhausted ({result.configs:,} configurations cached, "
+        "limit 30,000) with 3 key(s) undecided: "
+    )
+
+
+def test_keys_decided_within_the_budget_are_not_named_undecided() -> None:
+    # The keys are searched interleaved, so the budget covers the easy keys' searches together;
+    # they end (linearizable) and free their caches, the hard key alone runs out.
+    easy = concurrent_info_writes(
+        7, "append", ("e1", "e2", "e3"), observed=True, reverse=True, never=False
+    )
+    alone = check_history(easy.events, explain=False)
+    assert alone.linearizable is True
+    budget = 4 * alone.configs  # room for the hard key's growth while they run
+    both = concurrent_info_writes(40, "append", ("hard",), h=easy)
+    result = check_history(both.events, max_configs=budget)
+    assert result.linearizable is None and result.undecided_keys == ("hard",)
+
+
+def test_max_configs_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="max_configs must be at least 1"):
+        check_history(concurrent_info_writes(1).events, max_configs=0)
+
+
+@pytest.mark.parametrize("f", ["put", "delete"])
+def test_timed_out_overwrites_are_decided_without_trying_every_subset(f: str) -> None:
+    # 3 keys x 52 timed-out puts (the issue's 157 ops): before the overwrite rule, the search
+    # tried every subset of each key's puts; now a handful of configurations per put.
+    h = concurrent_info_writes(52, f, keys=("k0", "k1", "k2"))
+    result = check_history(h.events, explain=False)
+    assert result.linearizable is False
+    assert result.configs < 5_000
+
+
+def test_observed_timed_out_puts_still_checked() -> None:
+    # Every put read once, in order: linearizable without the final read of "never", not with.
+    fine = concurrent_info_writes(60, "put", ("k0", "k1"), observed=True, never=False)
+    assert check_history(fine.events).linearizable is True
+    h = concurrent_info_writes(60, "put", ("k0", "k1"), observed=True)
+    bad = check_history(h.events)
+    assert bad.linearizable is False and bad.key == "k0"
+    assert bad.failing_op is not None and bad.failing_op.output == "never"
+    assert bad.configs < 100_000
+
+
+# In a fresh interpreter: the peak resident memory a bounded check adds. 200,000 configurations
+# are ~26 MB (about 130 bytes each); the margin is generous so that the test does not depend on
+# the allocator, but far below what the unbounded search reached (gigabytes).
+PEAK_RSS = textwrap.dedent(
+    """
+    import json, resource, sys
+    sys.path.insert(0, sys.argv[1])
+    from detsim.check import check_history
+    from helpers_check import concurrent_info_writes
+
+    h = concurrent_info_writes(40, "append", keys=("k0", "k1", "k2"))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    result = check_history(h.events, max_configs=200_000)
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"verdict": result.linearizable, "reason": result.unknown_reason,
+                      "configs": result.configs, "grew_kib": after - before}))
+    """
+)
+
+
+def test_peak_memory_of_a_bounded_check_stays_bounded() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", PEAK_RSS, str(HELPERS)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["verdict"] is None and result["reason"] == "search budget"
+    assert result["configs"] <= 200_000 + SLICE_STEPS
+    assert result["grew_kib"] < 150 * 1024, result  # linux ru_maxrss is in KiB
+
+
+def test_the_default_budget_is_a_few_hundred_megabytes() -> None:
+    assert MAX_CONFIGS * 130 < 512 * 1024 * 1024
