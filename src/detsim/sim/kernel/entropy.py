@@ -18,10 +18,8 @@ thread are untouched by a simulation running beside them.
   `uuid.uuid4` are seeded from the simulation.
 - threads: `threading.Thread.start` raises SimulationError (the loop runs executors inline).
 - blocking waits that only the loop (the simulation's own thread) could complete raise
-  SimulationError instead of hanging: `concurrent.futures.Future.result/exception` of a future
-  not yet done (so `run_coroutine_threadsafe(...).result()`), `queue.Queue.get` of an empty
-  queue and `put` into a full one, `threading.Event.wait` of an event not set. A wait that
-  can be answered at once (a done future, an item in the queue, a zero timeout) is answered.
+  SimulationError instead of hanging (futures, queues, events, conditions, semaphores,
+  barriers, locks): `blocking.py` has them, and why each one is or is not patched.
 - sockets: `socket.socket` builds simulated sockets (for libraries that create and connect a
   socket themselves, such as aiohttp through aiohappyeyeballs) — except around an existing
   descriptor (`socketpair`, an event loop's self-pipe), `socket.getaddrinfo` and
@@ -35,10 +33,8 @@ a lock), every one undone in reverse order even if a later one failed.
 
 from __future__ import annotations
 
-import concurrent.futures
 import datetime as _datetime
 import os
-import queue
 import random
 import socket
 import threading
@@ -46,7 +42,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from detsim.sim.kernel import runtime
+from detsim.sim.kernel import blocking, runtime
 from detsim.sim.kernel.boot import BOOT
 from detsim.sim.kernel.errors import SimulationError
 from detsim.sim.kernel.interfaces import SimulatedSocket
@@ -74,11 +70,6 @@ _REAL = {
 _REAL_URANDOM = os.urandom
 _REAL_THREAD_START = threading.Thread.start
 _REAL_GETADDRINFO = socket.getaddrinfo
-_REAL_FUTURE_RESULT = concurrent.futures.Future.result
-_REAL_FUTURE_EXCEPTION = concurrent.futures.Future.exception
-_REAL_QUEUE_GET = queue.Queue.get
-_REAL_QUEUE_PUT = queue.Queue.put
-_REAL_EVENT_WAIT = threading.Event.wait
 _REAL_GETHOSTBYNAME = socket.gethostbyname
 
 
@@ -247,77 +238,6 @@ def sim_thread_start(self: threading.Thread) -> None:
     )
 
 
-# --- blocking waits: in the simulation's thread, nothing else can ever end them ----------------
-
-
-def _would_hang(timeout: float | None) -> bool:
-    """A wait in the caller's thread blocks, and it is a simulation's: nothing can wake it."""
-    return (timeout is None or timeout > 0) and _loop() is not None
-
-
-def _hang(what: str, instead: str) -> SimulationError:
-    return SimulationError(
-        f"{what} inside a simulation would wait forever: the loop that could end the wait runs "
-        f"in this same thread (executors run inline). {instead}"
-    )
-
-
-_FUTURE_INSTEAD = (
-    "Await it instead: `await asyncio.wrap_future(fut)`, or `await coro` rather than "
-    "`asyncio.run_coroutine_threadsafe(coro, loop).result()`"
-)
-
-
-def sim_future_result(self: concurrent.futures.Future[Any], timeout: float | None = None) -> Any:
-    if not self.done() and _would_hang(timeout):
-        raise _hang("concurrent.futures.Future.result() of a pending future", _FUTURE_INSTEAD)
-    return _REAL_FUTURE_RESULT(self, timeout)
-
-
-def sim_future_exception(
-    self: concurrent.futures.Future[Any], timeout: float | None = None
-) -> BaseException | None:
-    if not self.done() and _would_hang(timeout):
-        raise _hang("concurrent.futures.Future.exception() of a pending future", _FUTURE_INSTEAD)
-    return _REAL_FUTURE_EXCEPTION(self, timeout)
-
-
-def sim_queue_get(self: queue.Queue[Any], block: bool = True, timeout: float | None = None) -> Any:
-    if not (block and _would_hang(timeout)):
-        return _REAL_QUEUE_GET(self, block, timeout)
-    try:
-        return _REAL_QUEUE_GET(self, False)
-    except queue.Empty:
-        raise _hang(
-            "a blocking queue.Queue.get() on an empty queue",
-            "Use an asyncio.Queue and `await queue.get()`, or `get_nowait()`",
-        ) from None
-
-
-def sim_queue_put(
-    self: queue.Queue[Any], item: Any, block: bool = True, timeout: float | None = None
-) -> None:
-    if not (block and _would_hang(timeout)):
-        _REAL_QUEUE_PUT(self, item, block, timeout)
-        return
-    try:
-        _REAL_QUEUE_PUT(self, item, False)
-    except queue.Full:
-        raise _hang(
-            "a blocking queue.Queue.put() into a full queue",
-            "Use an asyncio.Queue and `await queue.put(item)`, or `put_nowait()`",
-        ) from None
-
-
-def sim_event_wait(self: threading.Event, timeout: float | None = None) -> bool:
-    if not self.is_set() and _would_hang(timeout):
-        raise _hang(
-            "threading.Event.wait() on an event that is not set",
-            "Use an asyncio.Event and `await event.wait()`",
-        )
-    return _REAL_EVENT_WAIT(self, timeout)
-
-
 class _DefersToRealSocket(type):
     """Metaclass: `socket.socket`, while patched, answers isinstance and issubclass for the
     real class, and for the simulated sockets it builds in a simulation's thread."""
@@ -389,16 +309,12 @@ def _patches() -> list[tuple[Any, str, Any]]:
         (random, "_urandom", sim_urandom),
         (random.Random, "seed", sim_random_seed),
         (threading.Thread, "start", sim_thread_start),
-        (concurrent.futures.Future, "result", sim_future_result),
-        (concurrent.futures.Future, "exception", sim_future_exception),
-        (queue.Queue, "get", sim_queue_get),
-        (queue.Queue, "put", sim_queue_put),
-        (threading.Event, "wait", sim_event_wait),
         (socket, "socket", DispatchSocket),
         (socket, "getaddrinfo", sim_getaddrinfo),
         (socket, "gethostbyname", sim_gethostbyname),
     ]
     out += [(random, name, _random_dispatch(name)) for name in _RANDOM_FUNCTIONS]
+    out += blocking.patches()
     return out
 
 
