@@ -55,17 +55,23 @@ def concurrent_info_writes(
     observed: bool = False,
     reverse: bool = False,
     never: bool = True,
+    mixed: bool = True,
     h: H | None = None,
 ) -> H:
     """Per key: n concurrent writes (`f` of distinct values) that all time out (info), then
     (observed) a read of each value as the writes leave it in invoke order (reverse: in the
     reverse order, which a search tries last), then (never) a read of a
     value never written. With it not linearizable, and a search without shortcuts tries every
-    subset (for appends every ordered subset) of the writes before it can say so. Added to `h`
-    when given (process ids continue from its highest)."""
+    subset (for appends every ordered subset) of the writes before it can say so. `mixed`:
+    first a completed put of "", so that a key of appends is not append-only (the search
+    decides those at once: search.py "Growing keys"). Added to `h` when given (process ids
+    continue from its highest)."""
     h = H() if h is None else h
     p = 1 + max((e.process for e in h.events), default=-1)
     for key in keys:
+        if mixed:
+            h.call(p, "put", key, "")
+            p += 1
         first = p
         for i in range(n):
             h.inv(p, f, key, f"{i};")

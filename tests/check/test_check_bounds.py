@@ -79,6 +79,24 @@ def test_observed_timed_out_puts_still_checked() -> None:
     assert bad.configs < 100_000
 
 
+def test_timed_out_appends_on_an_append_only_key_are_decided_fast() -> None:
+    # Append-only keys (the workloads' a<i> keys): a read still to come must extend the state.
+    h = concurrent_info_writes(52, "append", ("k0", "k1", "k2"), mixed=False)
+    result = check_history(h.events, explain=False)
+    assert result.linearizable is False and result.configs < 5_000
+    # Read in the reverse of the order the search tries them: 9 appends took 2,000,000+
+    # configurations (the default budget) before; 40 now take a few thousand.
+    fine = concurrent_info_writes(
+        40, "append", ("k0", "k1"), observed=True, reverse=True, never=False, mixed=False
+    )
+    result = check_history(fine.events)
+    assert result.linearizable is True and result.configs < 5_000
+    bad = concurrent_info_writes(40, "append", ("k0",), observed=True, reverse=True, mixed=False)
+    result = check_history(bad.events)
+    assert result.linearizable is False and result.failing_op is not None
+    assert result.failing_op.output == "never"
+
+
 # In a fresh interpreter: the peak resident memory a bounded check adds. 200,000 configurations
 # are ~26 MB (about 130 bytes each); the margin is generous so that the test does not depend on
 # the allocator, but far below what the unbounded search reached (gigabytes).

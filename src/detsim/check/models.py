@@ -65,6 +65,8 @@ class Step:
     which lets the search treat open ops with equal signatures as interchangeable.
     `blind`: legal in every state, and the state after it does not depend on the state before
     (a put; a delete whose reply says nothing): it erases whatever an op just before it did.
+    `appends`: the state after it is the state before with text added at the end (an append);
+    on a key whose every op appends or reads, the state only grows.
     """
 
     code: int
@@ -73,6 +75,7 @@ class Step:
     pure: bool
     sig: object = None
     blind: bool = False
+    appends: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,7 +209,7 @@ def _compile_kv(op: Operation, norm: Callable[[Value], State], absent: State) ->
         suffix = "" if text is None else str(text)
         reply = op.output if ok and type(op.output) is int else None
         sig = None if reply is not None else ("append", suffix)
-        return Step(CALL, None, _append(suffix, reply), False, sig)
+        return Step(CALL, None, _append(suffix, reply), False, sig, appends=True)
     if f == "delete":
         reply = op.output if ok and type(op.output) is int else None
         sig_del: object = ("delete",) if reply is None else None

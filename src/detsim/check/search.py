@@ -40,6 +40,13 @@ cleaned of the open ops it left right before a blind one, is still a continuatio
 this rule, k concurrent timed-out puts of distinct values are tried in all 2^k subsets before
 each read. The enumeration mode (`found`) keeps every order: it must see every configuration.
 
+Growing keys (sound): on a key whose every op appends or reads (Step.appends, READ), the
+state only grows, so a read still to come must see a value that extends the current state.
+After an append the search checks the read whose return entry comes first in the list (it is
+not linearized yet, so it must come later) and drops the configuration if its value does not
+extend the new state. Without this, k concurrent timed-out appends are tried in every order
+before a read that saw another order rules them out (k = 8: 245,000 configurations; now 51).
+
 Bounds: the search yields control every `slice_steps` steps (so keys can be interleaved and a
 shared timeout and configuration budget enforced) and gives up (result None) past `max_cache`
 cached configurations, checked once a slice: it holds at most max_cache + slice_steps of them
@@ -57,6 +64,7 @@ from detsim.check.history import Operation
 from detsim.check.models import ILLEGAL, READ, WRITE, State, Step
 
 RETURN: Final = -1  # code of a return entry
+NO_READ: Final = object()  # `seen` of an entry that is not the return entry of a read
 TWIN: Final = 3  # an open op with an earlier open twin (same signature): see "Symmetry"
 SLICE_STEPS: Final = 20_000
 #: Configurations a check may cache at once (all keys of a history together, see checker.py):
@@ -84,6 +92,8 @@ class Problem:
     blind: list[bool] = field(default_factory=list)  # call entry of a blind op (see header)
     mark: list[int] = field(default_factory=list)  # call entry of an open op -> after_open
     after_open: int = 0  # key bit: the last op linearized was open (above every op's bit)
+    grows: bool = False  # every op appends or reads: the state only grows (see header)
+    seen: list[object] = field(default_factory=list)  # a read's return entry -> value read
     nxt: list[int] = field(default_factory=list)
     prv: list[int] = field(default_factory=list)
     call_pos: list[int] = field(default_factory=list)  # op number -> call entry
@@ -111,6 +121,8 @@ def build(ops: Sequence[Operation], steps: Sequence[Step]) -> Problem:
     p.blind = [False] * (m + 2)
     p.mark = [0] * (m + 2)
     p.after_open = 1 << len(ops)
+    p.seen = [NO_READ] * (m + 2)
+    p.grows = all(s.appends or s.code == READ or s.pure for s in steps)
     p.call_pos = [0] * len(ops)
     twin_of = _twins(ops, steps)
     for pos, (_, is_ret, i) in enumerate(marks, start=1):
@@ -118,6 +130,8 @@ def build(ops: Sequence[Operation], steps: Sequence[Step]) -> Problem:
         p.bit[pos] = 1 << i
         if is_ret:
             p.ret[p.call_pos[i]] = pos
+            if steps[i].code == READ:
+                p.seen[pos] = steps[i].arg
             continue
         p.call_pos[i] = pos
         s = steps[i]
@@ -193,7 +207,7 @@ def search(
     search enumerates every reachable final configuration and returns False at the end.
     """
     code, arg, fn, pure, bit, nxt, need = p.code, p.arg, p.fn, p.pure, p.bit, p.nxt, p.need
-    blind = p.blind
+    blind, grows = p.blind, p.grows
     # Enumeration must reach every configuration: no overwrite rule there (see header).
     mark = p.mark if found is None else [0] * len(p.mark)
     tail = len(nxt) - 1
@@ -229,6 +243,13 @@ def search(
                 new = ILLEGAL
             else:
                 new = fn[entry](state)  # type: ignore[operator]
+            if (
+                grows
+                and new is not ILLEGAL
+                and not pure[entry]
+                and not _next_read_fits(p, entry, new)
+            ):
+                new = ILLEGAL  # the next read cannot see the grown state (see "Growing keys")
             if new is not ILLEGAL:
                 nl = lin | bit[entry]
                 key = (nl | mark[entry], new)
@@ -259,6 +280,20 @@ def search(
                 break
         after_open = mark[calls[-1][0]] if calls else 0
         entry = nxt[entry]
+
+
+def _next_read_fits(p: Problem, entry: int, new: object) -> bool:
+    """On a growing key: whether the first return entry's read, if it is one, can see a value
+    that extends `new`, the state once `entry` is linearized (its own return entry is skipped:
+    it would be lifted with it)."""
+    code, nxt, own = p.code, p.nxt, p.ret[entry]
+    e = nxt[0]
+    while code[e] != RETURN or e == own:
+        e = nxt[e]
+    value = p.seen[e]
+    if value is NO_READ or new is None:
+        return True
+    return isinstance(value, str) and isinstance(new, str) and value.startswith(new)
 
 
 def _unwind(p: Problem, calls: list[tuple[int, State]]) -> None:
