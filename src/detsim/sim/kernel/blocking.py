@@ -189,6 +189,7 @@ class SimSimpleQueue(queue.SimpleQueue[Any], metaclass=_DefersToRealSimpleQueue)
     __slots__ = ()
 
     def __new__(cls) -> Any:
+        # Outside a simulation's thread the queue is the real C type: nothing of ours in it.
         if cls is SimSimpleQueue and not _in_simulation():
             return _REAL_SIMPLE_QUEUE()
         return super().__new__(cls)
@@ -268,7 +269,8 @@ def sim_semaphore_acquire(
 
 
 def sim_barrier_wait(self: threading.Barrier, timeout: float | None = None) -> int:
-    effective_timeout_s: float | None = timeout if timeout is not None else self._timeout  # type: ignore[attr-defined]
+    default_timeout_s: float | None = self._timeout  # type: ignore[attr-defined]
+    effective_timeout_s = timeout if timeout is not None else default_timeout_s
     last_party = self.n_waiting + 1 >= self.parties
     if not self.broken and not last_party and _would_hang(effective_timeout_s):
         raise _hang(
@@ -291,15 +293,16 @@ class SimLock:
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
         if blocking and timeout != 0 and self._holder == _get_ident() and _in_simulation():
-            what = "threading.Lock.acquire() of a lock this simulation's thread holds"
             raise _hang(
-                what,
+                "threading.Lock.acquire() of a lock this simulation's thread holds",
                 "Use an asyncio.Lock and `async with lock:` (a task that holds a threading.Lock "
                 "across an await blocks executor code that takes it)",
                 timeout,
             )
         if not self._lock.acquire(blocking, timeout):
             return False
+        # Every release goes through `release` (Condition's too), which clears the holder.
+        assert self._holder is None, f"SimLock acquired while held by thread {self._holder}"
         self._holder = _get_ident()
         return True
 
