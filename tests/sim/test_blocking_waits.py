@@ -308,16 +308,27 @@ def _meet_a_partner() -> dict[str, object]:
     barrier = threading.Barrier(2)
     sem = threading.Semaphore(0)
     simple = queue.SimpleQueue()
+    cond = threading.Condition()
+    ready: list[bool] = []
 
     def partner() -> None:
         barrier.wait(REAL_WAIT_S)
         simple.put("from partner")
         sem.release()
+        with cond:
+            ready.append(True)
+            cond.notify()
 
     thread = threading.Thread(target=partner)
     thread.start()
     met = barrier.wait(REAL_WAIT_S) in (0, 1)
-    answers = {"met": met, "item": simple.get(timeout=REAL_WAIT_S), "permit": sem.acquire()}
+    answers = {
+        "met": met,
+        "item": simple.get(timeout=REAL_WAIT_S),
+        "permit": sem.acquire(timeout=REAL_WAIT_S),
+    }
+    with cond:
+        answers["notified"] = cond.wait_for(lambda: ready, REAL_WAIT_S) == [True]
     thread.join(REAL_WAIT_S)
     return answers
 
@@ -363,6 +374,7 @@ def test_the_same_primitives_in_a_real_thread_during_a_run_are_untouched():
         "met": True,
         "item": "from partner",
         "permit": True,
+        "notified": True,
     }
 
 
@@ -387,3 +399,46 @@ def test_a_lock_and_a_simple_queue_made_in_a_run_behave_as_real_ones_after_it():
         lock.release()
     with pytest.raises(queue.Empty):
         simple.get(timeout=SHORT_TIMEOUT_S)
+
+
+@pytest.mark.timeout(HANG_GUARD_S)
+def test_a_real_thread_blocked_on_objects_it_shares_with_a_run_is_woken_by_the_run():
+    cond = threading.Condition()  # made before the run
+    permits = threading.Semaphore(0)
+    handed: queue.Queue[queue.SimpleQueue[str]] = queue.Queue()
+    finished = _thread.allocate_lock()  # real: the simulation's thread waits on it for real
+    finished.acquire()
+    flag: list[str] = []
+    got: dict[str, object] = {}
+
+    def beside_the_run() -> None:
+        try:
+            simple = handed.get(timeout=REAL_WAIT_S)  # made in the run: a SimSimpleQueue
+            got["item"] = simple.get(timeout=REAL_WAIT_S)
+            with cond:
+                got["notified"] = cond.wait_for(lambda: flag, REAL_WAIT_S)
+            got["permit"] = permits.acquire(timeout=REAL_WAIT_S)
+        except BaseException as exc:
+            got["error"] = exc
+        finally:
+            finished.release()
+
+    thread = threading.Thread(target=beside_the_run)
+    thread.start()
+
+    def wake() -> None:  # inline executor code: none of these calls waits
+        simple: queue.SimpleQueue[str] = queue.SimpleQueue()
+        handed.put(simple)
+        simple.put("from the run")
+        with cond:
+            flag.append("set")
+            cond.notify_all()
+        permits.release()
+
+    async def main():
+        await asyncio.to_thread(wake)
+        assert finished.acquire(timeout=REAL_WAIT_S)
+
+    run(main())
+    thread.join(REAL_WAIT_S)
+    assert got == {"item": "from the run", "notified": ["set"], "permit": True}
