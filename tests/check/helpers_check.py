@@ -56,6 +56,7 @@ def concurrent_info_writes(
     reverse: bool = False,
     never: bool = True,
     mixed: bool = True,
+    pad: int = 0,
     h: H | None = None,
 ) -> H:
     """Per key: n concurrent writes (`f` of distinct values) that all time out (info), then
@@ -64,8 +65,8 @@ def concurrent_info_writes(
     value never written. With it not linearizable, and a search without shortcuts tries every
     subset (for appends every ordered subset) of the writes before it can say so. `mixed`:
     first a completed put of "", so that a key of appends is not append-only (the search
-    decides those at once: search.py "Growing keys"). Added to `h` when given (process ids
-    continue from its highest)."""
+    decides those at once: search.py "Growing keys"). `pad`: characters added to every value.
+    Added to `h` when given (process ids continue from its highest)."""
     h = H() if h is None else h
     p = 1 + max((e.process for e in h.events), default=-1)
     for key in keys:
@@ -74,14 +75,15 @@ def concurrent_info_writes(
             p += 1
         first = p
         for i in range(n):
-            h.inv(p, f, key, f"{i};")
+            h.inv(p, f, key, f"{i}{'.' * pad};")
             p += 1
         for q in range(first, p):
             h.info(q)
         seen = ""
         order = reversed(range(n)) if reverse else range(n)
         for i in order if observed else ():
-            seen = seen + f"{i};" if f == "append" else f"{i};"
+            value = f"{i}{'.' * pad};"
+            seen = seen + value if f == "append" else value
             h.call(p, "get", key, out=seen)
             p += 1
         if never:

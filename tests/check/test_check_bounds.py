@@ -1,11 +1,11 @@
 """The checker's memory bound (issue 9 note: 157 timed-out ops on 3 keys grew to 6 GB).
 
-check_history caches at most `max_configs` configurations, all keys together (plus one search
-slice): past it the verdict is None with `unknown_reason` "search budget", never a crash and
-never a silent pass. The histories here are the pathological shape: many concurrent writes
-that time out, then reads; appends have no shortcut (every ordered subset of them is a
-distinct state), puts and deletes do (the search's overwrite rule), and must still be
-reported not linearizable when they are not.
+check_history's searches hold at most `max_search_bytes` (estimated: search.held_bytes), all
+keys together, plus one slice: past it the verdict is None with `unknown_reason` "search
+budget", never a crash and never a silent pass. The histories here are the pathological shape:
+many concurrent writes that time out, then reads. Appends after a put have no shortcut (every
+ordered subset of them is a distinct state); puts and deletes (the overwrite rule) and
+append-only keys (the growing-key rule) do, and must still be reported not linearizable.
 """
 
 from __future__ import annotations
@@ -20,23 +20,45 @@ import pytest
 from helpers_check import concurrent_info_writes
 
 from detsim.check import check_history
-from detsim.check.search import MAX_CONFIGS, SLICE_STEPS
+from detsim.check.search import CONFIG_BYTES, MAX_SEARCH_BYTES, SLICE_BUILT_BYTES, SLICE_STEPS
 
 HELPERS = Path(__file__).resolve().parent
+MIB = 1 << 20
+
+
+def _largest_state(n: int, pad: int) -> int:
+    """The size of the longest state n appends of concurrent_info_writes can build."""
+    return sys.getsizeof("".join(f"{i}{'.' * pad};" for i in range(n)))
+
+
+def _slack(n: int, pad: int) -> int:
+    """How far one slice of one key's search may pass the budget (search.py "Bounds")."""
+    return SLICE_STEPS * CONFIG_BYTES + SLICE_BUILT_BYTES + _largest_state(n, pad)
 
 
 def test_the_budget_stops_a_search_that_would_not_end() -> None:
     h = concurrent_info_writes(40, "append", keys=("a", "b", "c"))
-    result = check_history(h.events, max_configs=30_000)
+    result = check_history(h.events, max_search_bytes=4 * MIB)
     assert result.linearizable is None and not result
     assert result.unknown_reason == "search budget"
     assert set(result.undecided_keys) == {"a", "b", "c"}  # interleaved: all three undecided
-    # The bound holds to within one slice of one key's search (the check runs between slices).
-    assert 30_000 < result.configs <= 30_000 + SLICE_STEPS
+    assert 4 * MIB < result.search_bytes <= 4 * MIB + _slack(40, 0)
+    assert result.configs * CONFIG_BYTES < result.search_bytes  # + the appended states
     assert result.explain().startswith(
-        f"unknown: search budget exhausted ({result.configs:,} configurations cached, "
-        "limit 30,000) with 3 key(s) undecided: "
+        f"unknown: search budget exhausted ({result.search_bytes / MIB:,.1f} MiB in "
+        f"{result.configs:,} configurations, limit 4.0 MiB) with 3 key(s) undecided: "
     )
+
+
+def test_states_the_search_builds_count_against_the_budget() -> None:
+    # The same history with values 1,000 characters longer: the appended states, not the
+    # configurations, fill the budget, and the slice ends early (SLICE_BUILT_BYTES).
+    short = check_history(concurrent_info_writes(30, "append").events, max_search_bytes=8 * MIB)
+    long = concurrent_info_writes(30, "append", pad=1_000)
+    result = check_history(long.events, max_search_bytes=8 * MIB)
+    assert result.unknown_reason == short.unknown_reason == "search budget"
+    assert 8 * MIB < result.search_bytes <= 8 * MIB + _slack(30, 1_000)
+    assert result.configs * 20 < short.configs
 
 
 def test_keys_decided_within_the_budget_are_not_named_undecided() -> None:
@@ -47,15 +69,15 @@ def test_keys_decided_within_the_budget_are_not_named_undecided() -> None:
     )
     alone = check_history(easy.events, explain=False)
     assert alone.linearizable is True
-    budget = 4 * alone.configs  # room for the hard key's growth while they run
+    budget = 4 * alone.search_bytes  # room for the hard key's growth while they run
     both = concurrent_info_writes(40, "append", ("hard",), h=easy)
-    result = check_history(both.events, max_configs=budget)
+    result = check_history(both.events, max_search_bytes=budget)
     assert result.linearizable is None and result.undecided_keys == ("hard",)
 
 
-def test_max_configs_must_be_positive() -> None:
-    with pytest.raises(ValueError, match="max_configs must be at least 1"):
-        check_history(concurrent_info_writes(1).events, max_configs=0)
+def test_max_search_bytes_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="max_search_bytes must be at least 1"):
+        check_history(concurrent_info_writes(1).events, max_search_bytes=0)
 
 
 @pytest.mark.parametrize("f", ["put", "delete"])
@@ -97,9 +119,10 @@ def test_timed_out_appends_on_an_append_only_key_are_decided_fast() -> None:
     assert result.failing_op.output == "never"
 
 
-# In a fresh interpreter: the peak resident memory a bounded check adds. 200,000 configurations
-# are ~26 MB (about 130 bytes each); the margin is generous so that the test does not depend on
-# the allocator, but far below what the unbounded search reached (gigabytes).
+# In a fresh interpreter: the peak resident memory a bounded check adds, with a budget of
+# 48 MiB (estimated), appends of 100-character values building states. The margin is generous,
+# so that the test does not depend on the allocator, but far below what the unbounded search
+# reached (gigabytes).
 PEAK_RSS = textwrap.dedent(
     """
     import json, resource, sys
@@ -107,12 +130,12 @@ PEAK_RSS = textwrap.dedent(
     from detsim.check import check_history
     from helpers_check import concurrent_info_writes
 
-    h = concurrent_info_writes(40, "append", keys=("k0", "k1", "k2"))
+    h = concurrent_info_writes(40, "append", keys=("k0", "k1", "k2"), pad=100)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    result = check_history(h.events, max_configs=200_000)
+    result = check_history(h.events, max_search_bytes=48 << 20)
     after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"verdict": result.linearizable, "reason": result.unknown_reason,
-                      "configs": result.configs, "grew_kib": after - before}))
+                      "search_bytes": result.search_bytes, "grew_kib": after - before}))
     """
 )
 
@@ -128,9 +151,9 @@ def test_peak_memory_of_a_bounded_check_stays_bounded() -> None:
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["verdict"] is None and result["reason"] == "search budget"
-    assert result["configs"] <= 200_000 + SLICE_STEPS
+    assert result["search_bytes"] <= 48 * MIB + _slack(40, 100)
     assert result["grew_kib"] < 150 * 1024, result  # linux ru_maxrss is in KiB
 
 
 def test_the_default_budget_is_a_few_hundred_megabytes() -> None:
-    assert MAX_CONFIGS * 130 < 512 * 1024 * 1024
+    assert 128 * MIB <= MAX_SEARCH_BYTES <= 512 * MIB

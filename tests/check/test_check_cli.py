@@ -87,12 +87,12 @@ def test_timeout_is_unknown(tmp_path: Path) -> None:
 
 def test_search_budget_is_unknown_and_said_so(tmp_path: Path, monkeypatch: Any) -> None:
     # The command runs with the checker's default bound; lowered here so the test is quick.
-    monkeypatch.setattr(checker, "MAX_CONFIGS", 5_000)
+    monkeypatch.setattr(checker, "MAX_SEARCH_BYTES", 1 << 20)
     hard = _write(tmp_path, "hard.jsonl", concurrent_info_writes(12, "append", ("x", "y")))
     code, out, _ = _run(hard, _bad(tmp_path))
     assert code == 2  # unknown beats a violation in another file
     assert f"{hard}: unknown: search budget exhausted (" in out
-    assert "configurations cached, limit 5,000) with 2 key(s) undecided: 'x', 'y'" in out
+    assert "configurations, limit 1.0 MiB) with 2 key(s) undecided: 'x', 'y'" in out
     code, out, _ = _run("--json", hard)
     line = json.loads(out)
     assert code == 2 and line["linearizable"] is None and line["reason"] == "search budget"

@@ -11,13 +11,15 @@ shared deadline: a hard key cannot starve the verdict on the others, and the fir
 not linearizable stops everything. When the deadline passes with keys undecided the verdict is
 None (unknown) -- unless some key was already found not linearizable.
 
-Memory bound. The searches' caches of configurations are the checker's memory (~130 bytes a
-configuration). All keys' caches together hold at most `max_configs` (default
-search.MAX_CONFIGS) plus one slice (SLICE_STEPS): past it the verdict is None with
-`unknown_reason` "search budget" and `configs` saying how many were held -- never a crash,
-never a guess. A decided key's cache is freed at once. A counterexample's searches come after
-the verdict: each prefix search is bounded by `max_configs` too, while the verdict's cache is
-still held (so at most twice the budget), the window by WINDOW_BUDGET_STEPS.
+Memory bound. The searches' caches of configurations are the checker's memory (estimated by
+search.held_bytes: ~130 bytes a configuration, plus the states the search built). All keys'
+searches together hold at most `max_search_bytes` (default search.MAX_SEARCH_BYTES, 256 MiB)
+plus one slice (SLICE_STEPS configurations): past it the verdict is None with
+`unknown_reason` "search budget", `configs` and `search_bytes` saying how much was held --
+never a crash, never a guess. A decided key's cache is freed at once. A counterexample's
+searches come after the verdict, while the verdict's cache is still held: each prefix search
+is bounded by `max_search_bytes` too (so at most twice the budget at once), the window's by
+MAX_SEARCH_BYTES and WINDOW_BUDGET_STEPS.
 
 Counterexample (only for a key found not linearizable; bounded by WINDOW_BUDGET_STEPS):
 1. the failing prefix: the shortest prefix of the key's history, cut just after a completion,
@@ -43,13 +45,14 @@ from detsim.check._realclock import real_seconds
 from detsim.check.history import Event, HistoryError, Operation, event_from_json, pair_events
 from detsim.check.models import Model, State, Step, get_model
 from detsim.check.search import (
-    MAX_CONFIGS,
+    MAX_SEARCH_BYTES,
     SLICE_STEPS,
     Cache,
     Problem,
     Search,
     build,
     check_ops,
+    held_bytes,
     lift,
     run,
     search,
@@ -64,7 +67,7 @@ EXPLAIN_SLICE_STEPS = 1000  # steps between budget checks while building a count
 WINDOW_BUDGET_STEPS = 2_000_000  # cap on the counterexample work (config enumeration)
 MAX_START_CONFIGS = 5_000
 
-#: Why a verdict is None: the timeout passed, or the searches' caches reached `max_configs`.
+#: Why a verdict is None: the timeout passed, or the searches reached `max_search_bytes`.
 UnknownReason = Literal["timeout", "search budget"]
 TIMEOUT: Final = "timeout"
 SEARCH_BUDGET: Final = "search budget"
@@ -87,8 +90,9 @@ class CheckResult:
     key_ops: tuple[Operation, ...] = ()  # all ops on the offending key
     undecided_keys: tuple[str | None, ...] = ()
     unknown_reason: UnknownReason | None = None  # set iff linearizable is None
-    configs: int = 0  # the most configurations the verdict's searches cached at once
-    max_configs: int = MAX_CONFIGS  # the bound on `configs` this check ran with
+    search_bytes: int = 0  # the most memory the verdict's searches held at once (estimated)
+    configs: int = 0  # the configurations they had cached then
+    max_search_bytes: int = MAX_SEARCH_BYTES  # the bound on `search_bytes` this check ran with
 
     def __bool__(self) -> bool:
         return self.linearizable is True
@@ -102,8 +106,9 @@ class CheckResult:
             undecided = f"{len(self.undecided_keys)} key(s) undecided: {keys}"
             if self.unknown_reason == SEARCH_BUDGET:
                 return (
-                    f"unknown: search budget exhausted ({self.configs:,} configurations cached, "
-                    f"limit {self.max_configs:,}) with {undecided}"
+                    f"unknown: search budget exhausted ({_mib(self.search_bytes)} in "
+                    f"{self.configs:,} configurations, limit {_mib(self.max_search_bytes)}) "
+                    f"with {undecided}"
                 )
             return f"unknown: time ran out with {undecided}"
         lines = [f"not linearizable: key {self.key!r} ({self.model} model)"]
@@ -116,6 +121,10 @@ class CheckResult:
         )
         lines.extend(f"    {_line(op)}" for op in self.window)
         return "\n".join(lines)
+
+
+def _mib(size_bytes: int) -> str:
+    return f"{size_bytes / (1 << 20):,.1f} MiB"
 
 
 def _line(op: Operation) -> str:
@@ -133,40 +142,40 @@ def check_history(
     timeout: float | None = None,
     *,
     explain: bool = True,
-    max_configs: int | None = None,
+    max_search_bytes: int | None = None,
 ) -> CheckResult:
     """Check a history against a model: its events (`Event` objects, or the dicts `json.loads`
     gives for history lines, mixed freely), or already paired operations.
 
     Anything else raises `HistoryError` naming the item. `explain=False` skips the
     counterexample (failing op, window) of a violation. `timeout` is in real seconds.
-    `max_configs` bounds the search's memory (configurations cached, all keys together, ~130
-    bytes each; None: MAX_CONFIGS): past it the verdict is None, `unknown_reason` "search
-    budget".
+    `max_search_bytes` bounds the search's memory (estimated, all keys together; None:
+    MAX_SEARCH_BYTES): past it the verdict is None, `unknown_reason` "search budget".
     """
-    if max_configs is None:
-        max_configs = MAX_CONFIGS
-    if max_configs < 1:
-        raise ValueError(f"max_configs must be at least 1, got {max_configs}")
+    if max_search_bytes is None:
+        max_search_bytes = MAX_SEARCH_BYTES
+    if max_search_bytes < 1:
+        raise ValueError(f"max_search_bytes must be at least 1, got {max_search_bytes}")
     started = _wall_clock()
     spec = get_model(model)
     ops = _operations(list(events))
     by_key = _split(ops, spec)
     deadline = None if timeout is None else started + timeout
-    verdict = _schedule(by_key, spec, deadline, max_configs)
+    verdict = _schedule(by_key, spec, deadline, max_search_bytes)
     base: dict[str, Any] = {
         "model": spec.name,
         "ops": len(ops),
         "keys": len(by_key),
+        "search_bytes": verdict.peak_bytes,
         "configs": verdict.peak_configs,
-        "max_configs": max_configs,
+        "max_search_bytes": max_search_bytes,
     }
     if verdict.linearizable is False and not explain:
         return CheckResult(False, seconds=_wall_clock() - started, key=verdict.bad_key, **base)
     if verdict.linearizable is False:
         key_ops = tuple(op for op, _ in by_key[verdict.bad_key])
         details = explain_key(
-            list(key_ops), spec, explored=verdict.explored, max_configs=max_configs
+            list(key_ops), spec, explored=verdict.explored, max_search_bytes=max_search_bytes
         )
         return CheckResult(
             False,
@@ -226,7 +235,8 @@ class _Verdict:
     """What the scheduled searches decided (see check_history)."""
 
     linearizable: bool | None
-    peak_configs: int  # the most configurations all keys' caches held at once
+    peak_bytes: int  # the most memory all keys' searches held at once (search.held_bytes)
+    peak_configs: int  # the configurations cached then
     bad_key: str | None = None
     explored: Cache = dataclasses.field(default_factory=set)  # the bad key's configurations
     undecided: list[str | None] = dataclasses.field(default_factory=list)
@@ -238,54 +248,82 @@ class _KeySearch:
     key: str | None
     gen: Search
     cache: Cache
+    built: list[int]  # bytes of the states the search built (search.search's `built`)
 
 
 def _schedule(
     by_key: dict[str | None, list[tuple[Operation, Step]]],
     spec: Model,
     deadline: float | None,
-    max_configs: int,
+    max_search_bytes: int,
 ) -> _Verdict:
-    """Round-robin over keys, smallest first, within the deadline and `max_configs`."""
+    """Round-robin over keys, smallest first, within the deadline and `max_search_bytes`."""
     active: list[_KeySearch] = []
     for key in sorted(by_key, key=lambda k: len(by_key[k])):
         entries = by_key[key]
         problem = build([op for op, _ in entries], [s for _, s in entries])
         cache: Cache = set()
-        gen = search(problem, spec.initial, cache, max_cache=max_configs)
-        active.append(_KeySearch(key, gen, cache))
-    held = peak = 0  # configurations cached by the undecided keys' searches
+        built = [0]
+        gen = search(problem, spec.initial, cache, max_bytes=max_search_bytes, built=built)
+        active.append(_KeySearch(key, gen, cache, built))
+    meter = _Meter()  # what the undecided keys' searches hold
     while active:
         still: list[_KeySearch] = []
         for position, task in enumerate(active):
-            before = len(task.cache)
+            before = (held_bytes(task.cache, task.built), len(task.cache))
             try:
                 next(task.gen)
             except StopIteration as stop:
-                peak = max(peak, held + len(task.cache) - before)
-                held -= before  # this key is decided: its cache is freed with its search
+                meter.grow(task, before)
+                meter.free(task)  # this key is decided: its cache goes with its search
                 if stop.value is True:
                     continue
                 if stop.value is False:
-                    return _Verdict(False, peak, task.key, task.cache)
-                # None: this one key's cache passed max_configs (the total check below
-                # normally stops everything first).
+                    return _Verdict(
+                        False, meter.peak_bytes, meter.peak_configs, task.key, task.cache
+                    )
+                # None: this one key passed the budget (the total check below normally stops
+                # everything first).
                 undecided = [t.key for t in [task, *still, *active[position + 1 :]]]
-                return _Verdict(None, peak, undecided=undecided, reason=SEARCH_BUDGET)
-            held += len(task.cache) - before
-            peak = max(peak, held)
+                return meter.unknown(SEARCH_BUDGET, undecided)
+            meter.grow(task, before)
             still.append(task)
             reason: UnknownReason | None = None
-            if held > max_configs:
+            if meter.held_bytes > max_search_bytes:
                 reason = SEARCH_BUDGET
             elif deadline is not None and _wall_clock() > deadline:
                 reason = TIMEOUT
             if reason is not None:
-                undecided = [t.key for t in [*still, *active[position + 1 :]]]
-                return _Verdict(None, peak, undecided=undecided, reason=reason)
+                return meter.unknown(reason, [t.key for t in [*still, *active[position + 1 :]]])
         active = still
-    assert held == 0, held
-    return _Verdict(True, peak)
+    assert meter.held_bytes == 0 and meter.held_configs == 0, meter
+    return _Verdict(True, meter.peak_bytes, meter.peak_configs)
+
+
+@dataclass(slots=True)
+class _Meter:
+    """The memory the undecided keys' searches hold (search.held_bytes), and its peak."""
+
+    held_bytes: int = 0
+    held_configs: int = 0
+    peak_bytes: int = 0
+    peak_configs: int = 0
+
+    def grow(self, task: _KeySearch, before: tuple[int, int]) -> None:
+        """Count what `task` cached during its last slice (`before`: its bytes, configs)."""
+        self.held_bytes += held_bytes(task.cache, task.built) - before[0]
+        self.held_configs += len(task.cache) - before[1]
+        if self.held_bytes > self.peak_bytes:
+            self.peak_bytes, self.peak_configs = self.held_bytes, self.held_configs
+
+    def free(self, task: _KeySearch) -> None:
+        self.held_bytes -= held_bytes(task.cache, task.built)
+        self.held_configs -= len(task.cache)
+
+    def unknown(self, reason: UnknownReason, undecided: list[str | None]) -> _Verdict:
+        return _Verdict(
+            None, self.peak_bytes, self.peak_configs, undecided=undecided, reason=reason
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -318,10 +356,10 @@ def _compiled(ops: Sequence[Operation], spec: Model) -> tuple[list[Operation], l
     return kept, steps
 
 
-def _prefix_ok(ops: Sequence[Operation], cut: int, spec: Model, max_configs: int) -> bool:
+def _prefix_ok(ops: Sequence[Operation], cut: int, spec: Model, max_bytes: int) -> bool:
     """False iff the prefix is certainly not linearizable (a search that gives up is True)."""
     kept, steps = _compiled(_prefix(ops, cut), spec)
-    return check_ops(kept, steps, spec.initial, max_configs) is not False
+    return check_ops(kept, steps, spec.initial, max_bytes) is not False
 
 
 def explain_key(
@@ -329,27 +367,27 @@ def explain_key(
     spec: Model,
     *,
     explored: Cache | None = None,
-    max_configs: int = MAX_CONFIGS,
+    max_search_bytes: int = MAX_SEARCH_BYTES,
 ) -> dict[str, object]:
     """failing_op, window, window_states, window_start_index for a key not linearizable.
 
     `explored`: the configurations the verdict's search of exactly these ops (in this order)
     explored, when it found them not linearizable; they locate the failing prefix, saving most
     of its binary search. The result is the same with or without them. Each prefix search
-    caches at most `max_configs` configurations; one that gives up counts as passing, so the
-    failing prefix found may then be a longer one than the shortest (still a failing one).
+    holds at most `max_search_bytes`; one that gives up counts as passing, so the failing
+    prefix found may then be a longer one than the shortest (still a failing one).
     """
     cuts = sorted(op.complete_index for op in ops if op.complete_index is not None)
     lo, hi = 0, len(cuts) - 1  # invariant: prefix at cuts[hi] fails; those before cuts[lo] pass
     if explored is not None and lo < hi:
         lo = min(_witnessed_cuts(ops, explored), hi)
-        if lo < hi and _prefix_ok(ops, cuts[lo], spec, max_configs):
+        if lo < hi and _prefix_ok(ops, cuts[lo], spec, max_search_bytes):
             lo += 1  # a prefix the search could not witness (see _witnessed_cuts): bisect on
         elif lo < hi:
             hi = lo
     while lo < hi:
         mid = (lo + hi) // 2
-        if _prefix_ok(ops, cuts[mid], spec, max_configs):
+        if _prefix_ok(ops, cuts[mid], spec, max_search_bytes):
             lo = mid + 1
         else:
             hi = mid
@@ -503,7 +541,7 @@ def _configs(
 
 
 __all__ = [
-    "MAX_CONFIGS",
+    "MAX_SEARCH_BYTES",
     "SEARCH_BUDGET",
     "SLICE_STEPS",
     "TIMEOUT",

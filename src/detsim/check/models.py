@@ -67,6 +67,8 @@ class Step:
     (a put; a delete whose reply says nothing): it erases whatever an op just before it did.
     `appends`: the state after it is the state before with text added at the end (an append);
     on a key whose every op appends or reads, the state only grows.
+    `builds`: the state after it is a new object (an append's or an incr's text), not one of
+    the history's values: the search counts its size against its memory budget.
     """
 
     code: int
@@ -76,6 +78,7 @@ class Step:
     sig: object = None
     blind: bool = False
     appends: bool = False
+    builds: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,7 +212,7 @@ def _compile_kv(op: Operation, norm: Callable[[Value], State], absent: State) ->
         suffix = "" if text is None else str(text)
         reply = op.output if ok and type(op.output) is int else None
         sig = None if reply is not None else ("append", suffix)
-        return Step(CALL, None, _append(suffix, reply), False, sig, appends=True)
+        return Step(CALL, None, _append(suffix, reply), False, sig, appends=True, builds=True)
     if f == "delete":
         reply = op.output if ok and type(op.output) is int else None
         sig_del: object = ("delete",) if reply is None else None
@@ -221,6 +224,7 @@ def _compile_kv(op: Operation, norm: Callable[[Value], State], absent: State) ->
             _incr(norm(op.output) if ok else None, ok),
             False,
             None if ok else ("incr?",),
+            builds=True,
         )
     raise HistoryError(f"unknown operation {f!r} at index {op.invoke_index}")
 

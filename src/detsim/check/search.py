@@ -45,17 +45,22 @@ state only grows, so a read still to come must see a value that extends the curr
 After an append the search checks the read whose return entry comes first in the list (it is
 not linearized yet, so it must come later) and drops the configuration if its value does not
 extend the new state. Without this, k concurrent timed-out appends are tried in every order
-before a read that saw another order rules them out (k = 8: 245,000 configurations; now 51).
+before a read that saw another order rules them out (2 keys x 8, read in the reverse order:
+245,677 configurations; now 16).
 
 Bounds: the search yields control every `slice_steps` steps (so keys can be interleaved and a
-shared timeout and configuration budget enforced) and gives up (result None) past `max_cache`
-cached configurations, checked once a slice: it holds at most max_cache + slice_steps of them
-(a step caches at most one). A cached configuration costs ~130 bytes (measured: a tuple, an
-int bitset and a set slot), so MAX_CONFIGS (2,000,000) is ~260 MB.
+shared timeout and memory budget enforced) and gives up (result None) once its estimated
+memory, `held_bytes`, passes `max_bytes`: CONFIG_BYTES a cached configuration (measured: a
+tuple, an int bitset and a set slot; the state is the history's own object) plus the size of
+each state the search built itself (an append's text: Step.builds), which the cache keeps
+alive. Checked once a slice, and a slice ends early once it built SLICE_BUILT_BYTES of states:
+a search passes `max_bytes` by at most slice_steps configurations, SLICE_BUILT_BYTES and one
+state.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Final
@@ -67,10 +72,15 @@ RETURN: Final = -1  # code of a return entry
 NO_READ: Final = object()  # `seen` of an entry that is not the return entry of a read
 TWIN: Final = 3  # an open op with an earlier open twin (same signature): see "Symmetry"
 SLICE_STEPS: Final = 20_000
-#: Configurations a check may cache at once (all keys of a history together, see checker.py):
-#: ~130 bytes each, so ~260 MB. The hardest history of porcupine's corpus that the checker
-#: decides needs 176k (kv/c50-ok.txt, its largest key 62k).
-MAX_CONFIGS: Final = 2_000_000
+#: Memory one cached configuration costs, beyond a state the search built (measured: 130 bytes
+#: a configuration over 2,000,000 of them, states shared).
+CONFIG_BYTES: Final = 130
+#: The estimated memory (held_bytes) a check's searches may hold at once, all keys of a history
+#: together (checker.py): ~2,000,000 configurations of shared states. The hardest history of
+#: porcupine's corpus that the checker decides needs 176k configurations (kv/c50-ok.txt).
+MAX_SEARCH_BYTES: Final = 256 << 20
+#: A slice ends early once it built this many bytes of states (long appended values).
+SLICE_BUILT_BYTES: Final = 4 << 20
 
 Cache = set[tuple[int, object]]
 Search = Generator[None, None, bool | None]
@@ -93,6 +103,7 @@ class Problem:
     mark: list[int] = field(default_factory=list)  # call entry of an open op -> after_open
     after_open: int = 0  # key bit: the last op linearized was open (above every op's bit)
     grows: bool = False  # every op appends or reads: the state only grows (see header)
+    builds: list[bool] = field(default_factory=list)  # call entry -> Step.builds
     seen: list[object] = field(default_factory=list)  # a read's return entry -> value read
     nxt: list[int] = field(default_factory=list)
     prv: list[int] = field(default_factory=list)
@@ -119,6 +130,7 @@ def build(ops: Sequence[Operation], steps: Sequence[Step]) -> Problem:
     p.opi = [-1] * (m + 2)
     p.need = [0] * (m + 2)
     p.blind = [False] * (m + 2)
+    p.builds = [False] * (m + 2)
     p.mark = [0] * (m + 2)
     p.after_open = 1 << len(ops)
     p.seen = [NO_READ] * (m + 2)
@@ -136,7 +148,7 @@ def build(ops: Sequence[Operation], steps: Sequence[Step]) -> Problem:
         p.call_pos[i] = pos
         s = steps[i]
         p.code[pos], p.arg[pos], p.fn[pos], p.pure[pos] = s.code, s.arg, s.fn, s.pure
-        p.blind[pos] = s.blind
+        p.blind[pos], p.builds[pos] = s.blind, s.builds
         if ops[i].complete_index is None:
             p.mark[pos] = p.after_open
         if twin_of[i] >= 0:
@@ -190,6 +202,13 @@ def unlift(p: Problem, e: int) -> None:
     prv[nxt[e]] = e
 
 
+def held_bytes(cache: Cache, built: list[int], found: Cache | None = None) -> int:
+    """A search's estimated memory: its cached (and found) configurations, and the bytes of
+    the states it built (`built[0]`)."""
+    configs = len(cache) + (0 if found is None else len(found))
+    return configs * CONFIG_BYTES + built[0]
+
+
 def search(
     p: Problem,
     state: State,
@@ -198,16 +217,22 @@ def search(
     lin: int = 0,
     found: Cache | None = None,
     slice_steps: int = SLICE_STEPS,
-    max_cache: int = MAX_CONFIGS,
+    max_bytes: int = MAX_SEARCH_BYTES,
+    built: list[int] | None = None,
 ) -> Search:
     """Generator: yields every `slice_steps` steps; returns True / False / None (gave up).
 
     `lin` marks ops already linearized (their entries must already be lifted by the caller).
     With `found`, reaching the tail records (lin, state) into it and keeps searching, so the
     search enumerates every reachable final configuration and returns False at the end.
+    `built[0]` (a fresh counter when None) adds up the bytes of the states the search builds,
+    for the caller's `held_bytes`; it gives up past `max_bytes` of its own.
     """
     code, arg, fn, pure, bit, nxt, need = p.code, p.arg, p.fn, p.pure, p.bit, p.nxt, p.need
-    blind, grows = p.blind, p.grows
+    blind, grows, builds = p.blind, p.grows, p.builds
+    built = [0] if built is None else built
+    getsizeof = sys.getsizeof
+    slice_built_end = built[0] + SLICE_BUILT_BYTES  # end this slice early past it
     # Enumeration must reach every configuration: no overwrite rule there (see header).
     mark = p.mark if found is None else [0] * len(p.mark)
     tail = len(nxt) - 1
@@ -220,10 +245,11 @@ def search(
         steps += 1
         if steps >= slice_steps:
             steps = 0
-            if len(cache) > max_cache:
+            if held_bytes(cache, built, found) > max_bytes:
                 _unwind(p, calls)
                 return None
             yield
+            slice_built_end = built[0] + SLICE_BUILT_BYTES
         if entry == tail:
             if found is None:
                 _unwind(p, calls)
@@ -255,6 +281,10 @@ def search(
                 key = (nl | mark[entry], new)
                 if key not in cache:
                     cache.add(key)
+                    if builds[entry]:
+                        built[0] += getsizeof(new)
+                        if built[0] > slice_built_end:
+                            steps = slice_steps  # end the slice at the next step (see Bounds)
                     calls.append((entry, state))
                     state = new  # type: ignore[assignment]
                     lin = nl
@@ -320,7 +350,10 @@ def run(gen: Search, budget: list[int] | None = None, slice_steps: int = 0) -> b
 
 
 def check_ops(
-    ops: Sequence[Operation], steps: Sequence[Step], initial: State, max_cache: int = MAX_CONFIGS
+    ops: Sequence[Operation],
+    steps: Sequence[Step],
+    initial: State,
+    max_bytes: int = MAX_SEARCH_BYTES,
 ) -> bool | None:
     """Linearizability of one key's ops from `initial`, without interleaving."""
-    return run(search(build(ops, steps), initial, set(), max_cache=max_cache))
+    return run(search(build(ops, steps), initial, set(), max_bytes=max_bytes))

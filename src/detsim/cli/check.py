@@ -3,7 +3,7 @@
 Owns the command's contract (DESIGN.md "Histories and checkers"): one verdict per file, format
 detected per file (detsim.check.formats); exit status 0 when every file is linearizable, 1 when
 one is not, 2 when one is unknown (time ran out, or the search's memory bound was reached:
-check_history's max_configs) or unreadable -- the worst over all files (2 > 1 > 0). Unreadable
+check_history's max_search_bytes) or unreadable -- the worst over all files (2 > 1 > 0). Unreadable
 files get a message with the file, line number and what was wrong. `--json` prints one line
 per file: {"file", "linearizable", "ops", "seconds"} (+ "error" for an unreadable file, +
 "reason" for an unknown verdict: "timeout" or "search budget"). `--html OUT` writes the
