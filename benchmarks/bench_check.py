@@ -5,6 +5,11 @@ Runs, in one process: porcupine's whole corpus (102 Jepsen etcd logs and 6 kv hi
 in total; then a generated history of 100,000 ops over 1,000 keys from a realistic workload
 (50 clients, random linearization points, 1% NOLEADER fails, 1% timeouts), parse and check.
 Parsing is not timed for the corpus (porcupine's benchmarks parse before the timer too).
+With --pathological: the histories that made the search grow without bound (issue 9 note:
+157 timed-out ops on 3 keys, 6 GB), each checked (verdict only) in a fresh interpreter that
+reports its verdict, the configurations held, the time and its peak RSS, or gives up after
+--limit-s seconds and reports how far it grew; --src DIR runs them on another tree's src
+(e.g. `git archive 1b47d39 src | tar -x -C /tmp/old`, then --src /tmp/old/src: before).
 With --command: the `detsim check` command on each corpus set instead, as a user runs it, in
 both modes: `--json` (verdicts only) and the human-readable output (every violation explained);
 median over RUNS of the whole command's CPU time (user + system: what it costs, little moved by
@@ -12,6 +17,7 @@ other load on the machine), its wall time, and the seconds it reports for its fi
 check, wall, summed).
 
     .venv/bin/python benchmarks/bench_check.py [--runs 5] [--per-file] [--command]
+    .venv/bin/python benchmarks/bench_check.py --pathological [--src DIR] [--limit-s 60]
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import platform
 import random
 import re
@@ -210,13 +217,102 @@ def bench_command(runs: int) -> None:
             )
 
 
+# Each case: (label, f, keys, writes a key, observed, mixed), histories built as in
+# tests/check/helpers_check.concurrent_info_writes: per key (mixed: a put of "" first, so the
+# key is not append-only), n concurrent writes that all time out, (observed) a read of each
+# value in reverse order, then a read of a value never written (not linearizable).
+PATHOLOGICAL = (
+    ("3 keys x 52 timed-out puts, bad read (the issue's 157 ops)", "put", 3, 52, False, True),
+    ("3 keys x 52 timed-out appends (append-only keys), bad read", "append", 3, 52, False, False),
+    ("2 keys x 9 timed-out appends read in reverse order, bad read", "append", 2, 9, True, False),
+    ("3 keys x 40 timed-out appends after a put, bad read", "append", 3, 40, False, True),
+)
+
+PATHOLOGICAL_CHILD = """
+import json, os, resource, sys, threading, time
+from detsim.check import Event, check_history
+
+f, keys, n, observed, mixed, limit_s = json.loads(sys.argv[1])
+events = []
+def add(p, etype, key, value, out=None, fn=None):
+    v = out if etype == "ok" else value
+    events.append(Event(len(events), len(events), p, etype, fn or f, key, v, None))
+p = 0
+for k in range(keys):
+    key = f"k{k}"
+    if mixed:
+        add(p, "invoke", key, "", fn="put"); add(p, "ok", key, None, fn="put"); p += 1
+    first = p
+    for i in range(n):
+        add(p, "invoke", key, f"{i};"); p += 1
+    for q in range(first, p):
+        add(q, "info", key, None)
+    seen = ""
+    for i in reversed(range(n)) if observed else ():
+        seen = seen + f"{i};" if f == "append" else f"{i};"
+        add(p, "invoke", key, None, fn="get"); add(p, "ok", key, None, seen, fn="get"); p += 1
+    add(p, "invoke", key, None, fn="get"); add(p, "ok", key, None, "never", fn="get"); p += 1
+
+def rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+def give_up():
+    print(json.dumps({"verdict": "gave up", "seconds": limit_s, "peak_rss_mb": rss_mb()}))
+    sys.stdout.flush()
+    os._exit(0)
+
+timer = threading.Timer(limit_s, give_up)
+timer.daemon = True
+timer.start()
+started = time.perf_counter()
+result = check_history(events, explain=False)
+seconds = time.perf_counter() - started
+print(json.dumps({"verdict": result.linearizable, "reason": getattr(result, "unknown_reason", None),
+                  "configs": getattr(result, "configs", None),
+                  "search_mib": getattr(result, "search_bytes", 0) / (1 << 20),
+                  "seconds": seconds, "peak_rss_mb": rss_mb()}))
+"""
+
+
+def bench_pathological(runs: int, src: str | None, limit_s: float) -> None:
+    env = dict(os.environ)
+    if src is not None:
+        env["PYTHONPATH"] = src
+    for label, f, keys, n, observed, mixed in PATHOLOGICAL:
+        samples = []
+        for _ in range(runs):
+            spec = json.dumps([f, keys, n, observed, mixed, limit_s])
+            done = subprocess.run(
+                [sys.executable, "-c", PATHOLOGICAL_CHILD, spec],
+                capture_output=True,
+                text=True,
+                env=env,
+                check=True,
+            )
+            samples.append(json.loads(done.stdout))
+        seconds = statistics.median(s["seconds"] for s in samples)
+        rss = statistics.median(s["peak_rss_mb"] for s in samples)
+        first = samples[0]
+        print(
+            f"{label}: verdict {first['verdict']} ({first.get('reason')}), configs "
+            f"{first.get('configs')} (~{first.get('search_mib', 0):.0f} MiB), {seconds:.2f} s, "
+            f"peak RSS {rss:.0f} MB"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--per-file", action="store_true")
     parser.add_argument("--command", action="store_true", help="time the detsim check command")
+    parser.add_argument("--pathological", action="store_true", help="the unbounded histories")
+    parser.add_argument("--src", help="with --pathological: the src directory to import from")
+    parser.add_argument("--limit-s", type=float, default=60.0, help="with --pathological")
     args = parser.parse_args()
     print(f"python {platform.python_version()} on {platform.machine()}, {args.runs} runs each")
+    if args.pathological:
+        bench_pathological(args.runs, args.src, args.limit_s)
+        return
     if args.command:
         bench_command(args.runs)
         return
