@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_raft_loopback.py [--runs 3] [--seconds 5]
         [--concurrency 1,64,256] [--json]
     diagnostics: [--profile FILE.pstats] [--py-spy PATH-TO-py-spy] [--no-fsync]
-        [--lever inline-fsync] [--lever commit-without-fsync]
+        [--lever inline-fsync] [--lever step-during-fsync]
 
 Each run starts a fresh 3-node cluster: three child processes (this same file with `--child`),
 each a `detsim.raft.RaftNode` with a `MemoryKV`, the real transport (with a cluster secret) on
@@ -25,7 +25,9 @@ Diagnostics (run them as separate invocations: they slow the leader down):
   workload of the last run; the main thread's samples are summarized by category.
 - `--no-fsync`: os.fsync is a no-op in the children (what fsync costs).
 - `--lever NAME`: a patch of the children that measures what a change to the driver or the
-  storage would buy, before anyone makes it (see LEVERS).
+  storage would buy, before anyone makes it (see LEVERS). The former `send-before-persist` and
+  `commit-without-fsync` levers are now the driver's behaviour (BENCHMARKS.md, "Raft on real
+  loopback"): run this file from an older commit to measure without them.
 None of them is a headline figure.
 
 Bounds: every child exits by itself after `--max-seconds` (and when its stdin closes, i.e. the
@@ -287,56 +289,6 @@ def _lever_inline_fsync() -> None:
     RealFile.fsync_async = fsync_inline  # type: ignore[method-assign]
 
 
-def _lever_commit_without_fsync() -> None:
-    """A sync that only moves the commit index writes it but does not fsync (etcd's MustSync:
-    the commit index may be recovered from the quorum); the next sync with entries or a
-    term/vote change makes it durable. Saves the leader's second fsync per batch."""
-    from detsim.raft.storage._log import SegmentedLog
-
-    sync = SegmentedLog.sync
-
-    async def sync_must(self: SegmentedLog) -> None:
-        pending, state = self._pending, self._state
-        if (
-            pending is not None
-            and pending != state
-            and not self._dirty
-            and (pending.term, pending.vote) == (state.term, state.vote)
-        ):
-            self._pending = None
-            self._write_state(self._segments[-1], pending)  # dirty: fsynced by the next sync
-            return
-        await sync(self)
-
-    SegmentedLog.sync = sync_must  # type: ignore[method-assign]
-
-
-def _lever_send_before_persist() -> None:
-    """A leader sends a Ready's messages *before* its fsync (thesis §10.2.1: the leader's log
-    write in parallel with replication): its fsync leaves the critical path. As patched it is
-    NOT safe (the core counts the leader's own entries as matched when appended; a real change
-    counts them only once durable, as etcd does): a measurement of the lever only."""
-    from detsim.raft.core.raft import Role
-    from detsim.raft.driver import RaftNode
-
-    handle_ready = RaftNode._handle_ready
-
-    async def send_first(self: RaftNode, rd: Any) -> None:
-        transport = self.transport
-        if self.core.role is not Role.LEADER or not rd.messages:
-            await handle_ready(self, rd)
-            return
-        for msg in rd.messages:
-            transport.send(msg)
-        transport.send = lambda msg: None  # type: ignore[method-assign]  # sent already
-        try:
-            await handle_ready(self, rd)
-        finally:
-            del transport.send  # back to the class's method
-
-    RaftNode._handle_ready = send_first  # type: ignore[method-assign]
-
-
 def _lever_step_during_fsync() -> None:
     """A leader keeps stepping the core (acks, proposals, ticks) while its Ready's persist
     step waits for the fsync, as the Ready contract allows between ready() and advance(); what
@@ -368,8 +320,6 @@ def _lever_step_during_fsync() -> None:
 #: before anyone makes it. Never the headline figures.
 LEVERS: Final = {
     "inline-fsync": _lever_inline_fsync,
-    "commit-without-fsync": _lever_commit_without_fsync,
-    "send-before-persist": _lever_send_before_persist,
     "step-during-fsync": _lever_step_during_fsync,
 }
 

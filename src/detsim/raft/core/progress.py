@@ -155,6 +155,12 @@ class Progress:
         match (from the follower's conflict hint). False if the rejection is stale."""
         if self.state is ProgressState.REPLICATE:
             if rejected <= self.match:
+                # Stale (reordered): `match` came from the follower's own acknowledgement, sent
+                # only once those entries were durable on its disk (ready.py), so its log can
+                # not have become shorter since. A follower that did lose acknowledged entries
+                # (a skipped fsync) is outside Raft's model (Figure 2: the log is persistent
+                # state): it may already have counted in a commit quorum. Like etcd, never
+                # lower `match` for it; such a follower stays stuck below it, a visible symptom.
                 return False
             self.next = self.match + 1
             return True
