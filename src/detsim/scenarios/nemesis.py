@@ -303,7 +303,11 @@ async def mute_leader_kill_new(f: Faults) -> None:
     """The leader mute (its sends to the others held, clients still served) until the others
     elect a leader that commits; then, at one instant, the clog healed (the old leader's held
     appends of an older term arrive) and the new leader killed, before its next append could
-    repair what a follower did with them (a follower must refuse an append of an older term)."""
+    repair what a follower did with them (a follower must refuse an append of an older term).
+    The links among the others are slow meanwhile (FIGURE8_SLOW_LINK_S): the new leader's
+    first commit reaches its followers that long after it happened, so the held appends land
+    while a follower still holds the committed entry as uncommitted (an append below a
+    follower's known commit is ignored whatever its term)."""
 
     async def once() -> None:
         old = f.cluster.leader()
@@ -313,17 +317,20 @@ async def mute_leader_kill_new(f: Faults) -> None:
         for other in others:
             f.sim.net.clog(old, other)
         f.act("clog", shape="leader_out", links=[[old, o] for o in others])
+        f.slow_links([(x, y) for x in others for y in others if x != y], _slow_link_s(f))
         if await f.cluster.until(lambda: _committed_in_term(f, others) is not None, SWAP_WAIT_S):
             new = _committed_in_term(f, others)
             assert new is not None and new != old
             f.sim.net.heal()
             f.act("heal")
-            f.stop(new, power_loss=False)
+            f.stop(new, power_loss=False)  # a kill: its appends in flight are lost with it
+            f.restore_links()
             await f.wait(f.pace.hold_s)
             f.start(new)
         else:
             f.sim.net.heal()
             f.act("heal")
+            f.restore_links()
 
     await f.periodically(once)
 
