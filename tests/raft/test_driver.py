@@ -5,6 +5,7 @@ loopback, tmp_path) and in a one-host simulation."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,6 +24,7 @@ from detsim.raft import (
 )
 from detsim.raft import driver as driver_module
 from detsim.raft.core.messages import Entry, Heartbeat, VoteRequest
+from detsim.raft.storage import Storage
 
 FAST = {"election_ticks": 10}
 
@@ -177,6 +179,42 @@ def test_a_durable_state_machine_is_never_given_an_entry_twice(tmp_path: Path) -
         seen = disk["seen"]
         assert seen == list(range(1, second + 1)), seen  # each index once, in order
         assert len(disk["data"]) == 5
+
+    asyncio.run(main())
+
+
+def test_a_durable_state_machine_ahead_of_a_lagging_durable_commit_index(tmp_path: Path) -> None:
+    """A Ready that only moves the commit index is written without an fsync (ready.py), so a
+    power loss may leave the durable commit index below what a durable state machine applied.
+    The node starts (those entries were committed and are in its durable log), applies nothing
+    twice; a state machine past the durable *log* still stops it."""
+    disk: dict[str, Any] = {}
+
+    async def boot(count: int) -> int:
+        node = RaftNode(config(str(tmp_path)), DurableKV(disk))
+        async with node:
+            await lead(node)
+            for k in range(count):
+                await node.propose(encode_command("set", b"k%d" % k, b"v"))
+            return node.core.applied
+
+    async def lose_the_commit_index() -> None:
+        storage = Storage(str(tmp_path))
+        restored = storage.load()
+        assert restored.hard_state.commit == disk["applied"]
+        storage.hard_state = dataclasses.replace(restored.hard_state, commit=1)
+        await storage.sync()  # what a power loss before the commit's fsync leaves
+        storage.close()
+
+    async def main() -> None:
+        first = await boot(5)
+        await lose_the_commit_index()
+        second = await boot(5)
+        assert second > first
+        assert disk["seen"] == list(range(1, second + 1))  # each index once, in order
+        disk["applied"] = second + 100
+        with pytest.raises(RuntimeError, match="past the durable log"):
+            await boot(0)
 
     asyncio.run(main())
 
