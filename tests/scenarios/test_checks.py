@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from detsim.check.history import Event
 from detsim.scenarios import checks
 from detsim.scenarios.workload import Appends
@@ -131,16 +133,27 @@ def test_term_changes_flags_every_node_whose_term_moved() -> None:
     assert lines[1].startswith("liveness: n3's term moved 4 -> 5")
 
 
-def test_the_term_watch_catches_followers_that_time_out_under_a_live_leader() -> None:
+def test_the_term_watch_catches_followers_that_time_out_under_a_live_leader(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     # The planted bug (heartbeats stop resetting the election timer) leaves the store serving
-    # and converging: only the liveness phase's term watch sees the needless elections.
+    # and converging: only the liveness phase's term watch sees the needless elections. They
+    # are rare (PreVote and the followers' leases refuse most), so this test watches longer
+    # than the campaign does and searches a few seeds instead of pinning one seed's schedule
+    # (a store run's schedule differs between Python versions).
     from detsim.mutants.scenarios import SCENARIOS as MUTANT_SCENARIOS
     from detsim.sim.world import Simulation
 
-    name = "mutant.election_timer_not_reset.partition_leader"
+    monkeypatch.setattr(checks, "TERM_WATCH_TIMEOUTS", 15)
+    name = "mutant.election_timer_not_reset.calm"
     scenario = next(s for s in MUTANT_SCENARIOS if s.name == name)
     params = {"safety_s": 5.0}
-    sim = Simulation(seed=0, **scenario.simulation(0, params))
-    verdict = sim.run(scenario.build(sim, params))
-    assert not verdict.ok and verdict.failure is not None
-    assert "term moved" in verdict.failure and "with faults off" in verdict.failure
+    failures = []
+    for seed in range(4):
+        sim = Simulation(seed=seed, **scenario.simulation(seed, params))
+        verdict = sim.run(scenario.build(sim, params))
+        failures.append(verdict.failure)
+        if not verdict.ok and verdict.failure is not None and "term moved" in verdict.failure:
+            assert "with faults off" in verdict.failure
+            return
+    raise AssertionError(f"no seed of {name} tripped the term watch: {failures}")
