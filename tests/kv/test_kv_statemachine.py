@@ -399,10 +399,19 @@ def test_replicas_agree_with_each_other_and_with_a_model(
     assert restored.digest() == one_batch.digest()
 
 
-@settings(max_examples=150, deadline=None)
-@given(st.lists(commands, max_size=40), st.lists(st.integers(1, 8), max_size=40))
+# Plain SETs (no condition, no GET) often, in runs: a batch applies a run of them at once.
+plain_sets = st.builds(Set, keys, values)
+batch_commands = st.one_of(commands, plain_sets, plain_sets)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(batch_commands, max_size=40),
+    st.lists(st.integers(1, 8), max_size=40),
+    st.sampled_from([1024 * 1024, 200, 150]),  # the data bound: some SETs refused (OOM)
+)
 def test_batch_entries_apply_as_their_writes_one_by_one(
-    writes: list[WriteCommand], batch_sizes: list[int]
+    writes: list[WriteCommand], batch_sizes: list[int], max_data_bytes: int
 ) -> None:
     # The same writes as batch entries (a connection's runs) and one write per entry: the
     # same replies, each write its own, in order; the same contents.
@@ -412,7 +421,8 @@ def test_batch_entries_apply_as_their_writes_one_by_one(
         if position < len(writes):
             runs.append(writes[position : position + size])
         position += size
-    batched, single = KVStateMachine(), KVStateMachine()
+    batched = KVStateMachine(max_data_bytes=max_data_bytes)
+    single = KVStateMachine(max_data_bytes=max_data_bytes)
     entries = [Entry(1, i + 1, data=encode_writes(run)) for i, run in enumerate(runs)]
     results = batched.apply_batch(entries)
     replies: list[Reply] = []
@@ -423,10 +433,14 @@ def test_batch_entries_apply_as_their_writes_one_by_one(
             assert isinstance(result, BatchReplies) and len(result.replies) == len(run)
             replies += result.replies
     assert replies == single.apply_batch(entries_of(writes))
-    model: dict[bytes, bytes] = {}
-    assert replies == [model_apply(model, command) for command in writes]
+    if max_data_bytes > 1000:  # the model has no data bound
+        model: dict[bytes, bytes] = {}
+        assert replies == [model_apply(model, command) for command in writes]
     assert batched.digest() == single.digest()
+    assert (batched.used_bytes(), batched.key_count()) == (single.used_bytes(), single.key_count())
     assert batched.applied_index() == len(runs)
+    restored = KVStateMachine()  # the counters are in the image too, and check out
+    restored.restore_image(batched.snapshot_image(), expected_index=len(runs))
 
 
 def test_a_write_refused_inside_a_batch_refuses_only_itself() -> None:
@@ -446,6 +460,27 @@ def test_a_write_refused_inside_a_batch_refuses_only_itself() -> None:
     assert isinstance(oom, ErrorReply) and oom.message.startswith("OOM ")
     assert sm.read(MGet((b"n", b"s", b"big"))) == [b"2", b"text!", None]
     assert (sm.applied_index(), sm.applied_term()) == (2, 2)
+
+
+def test_a_run_of_sets_refuses_each_set_that_does_not_fit() -> None:
+    # 1000 bytes of room; each new key costs 1 + len(value) + ROW_OVERHEAD_BYTES.
+    sm = KVStateMachine(max_data_bytes=1000)
+    run: list[WriteCommand] = [
+        Set(b"a", b"x" * 500),  # 533: fits
+        Set(b"b", b"x" * 500),  # 533 more: over, refused
+        Set(b"a", b"x" * 100),  # shrinks a by 400: fits
+        Set(b"b", b"x" * 500),  # now fits (133 + 533)
+        Set(b"c", b""),  # 33 more: 699 + 33 fits
+        Set(b"a", b"y" * 402),  # grows a by 302: over (1001), refused
+        Set(b"a", b"z"),
+    ]
+    (result,) = sm.apply_batch([Entry(1, 1, data=encode_writes(run))])
+    assert isinstance(result, BatchReplies)
+    replies = list(result.replies)
+    assert [r == OK for r in replies] == [True, False, True, True, True, False, True]
+    assert all(isinstance(replies[i], ErrorReply) for i in (1, 5))
+    assert sm.read(MGet((b"a", b"b", b"c"))) == [b"z", b"x" * 500, b""]
+    assert (sm.key_count(), sm.used_bytes()) == (3, 1 + 1 + 500 + 1 + 3 * ROW_OVERHEAD_BYTES + 1)
 
 
 def test_a_corrupt_batch_entry_is_one_deterministic_error() -> None:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Final, TypeAlias
+from typing import Any, ClassVar, Final, TypeAlias
 
 import msgpack
 
@@ -541,7 +541,7 @@ def write_size_bound(args: Sequence[bytes]) -> int:
     request `args` (alone or inside a batch: its bytes are the same)."""
     # msgpack spends at most 5 bytes on a bin or array header and 9 on an int; the name's bytes
     # cover the tag.
-    return sum(len(arg) + 9 for arg in args) + 16
+    return sum(map(len, args)) + 9 * len(args) + 16
 
 
 def _check_write_size(args: Sequence[bytes]) -> None:
@@ -576,21 +576,31 @@ BATCH_OVERHEAD_BYTES: Final = 16
 
 
 def _fields(command: WriteCommand) -> list[object]:
-    match command:
-        case Set(key, value, condition, get):
-            return [_Tag.SET.value, key, value, condition.value, get]
-        case Del(keys):
-            return [_Tag.DEL.value, list(keys)]
-        case IncrBy(key, delta):
-            return [_Tag.INCRBY.value, key, delta]
-        case Append(key, value):
-            return [_Tag.APPEND.value, key, value]
-        case MSet(pairs):
-            return [_Tag.MSET.value, [item for pair in pairs for item in pair]]
-        case Cas(key, expected, new):
-            return [_Tag.CAS.value, key, expected, new]
-        case _:
-            raise TypeError(f"not a write command: {command!r}")
+    """The msgpack fields of one write, `[tag, field, ...]`."""
+    # A dict by exact type, not `match` on classes: this runs once per write on the leader.
+    encode = _FIELD_ENCODERS.get(type(command))
+    if encode is None:
+        raise TypeError(f"not a write command: {command!r}")
+    return encode(command)
+
+
+def _set_fields(c: Set) -> list[object]:
+    return [_SET_TAG, c.key, c.value, int(c.condition), c.get]
+
+
+def _mset_fields(c: MSet) -> list[object]:
+    return [int(_Tag.MSET), [item for pair in c.pairs for item in pair]]
+
+
+_SET_TAG: Final = int(_Tag.SET)
+_FIELD_ENCODERS: Final[dict[type, Callable[[Any], list[object]]]] = {
+    Set: _set_fields,
+    Del: lambda c: [int(_Tag.DEL), list(c.keys)],
+    IncrBy: lambda c: [int(_Tag.INCRBY), c.key, c.delta],
+    Append: lambda c: [int(_Tag.APPEND), c.key, c.value],
+    MSet: _mset_fields,
+    Cas: lambda c: [int(_Tag.CAS), c.key, c.expected, c.new],
+}
 
 
 def _pack(fields: list[object]) -> bytes:
@@ -691,13 +701,18 @@ def _bins(value: object, field: str) -> tuple[bytes, ...]:
     return tuple(_bin(item, field) for item in value)
 
 
+#: SetCondition by value: a dict lookup, not the enum's call (SET is the hot path of apply).
+_SET_CONDITIONS: Final[dict[int, SetCondition]] = {c.value: c for c in SetCondition}
+
+
 def _decode_set(f: list[object]) -> WriteCommand:
-    condition, get = f[2], f[3]
-    if type(condition) is not int or condition not in SetCondition._value2member_map_:
-        raise EntryDecodeError(f"set: bad condition {condition!r}")
+    key, value, condition_value, get = f
+    condition = _SET_CONDITIONS.get(condition_value) if type(condition_value) is int else None
+    if condition is None:
+        raise EntryDecodeError(f"set: bad condition {condition_value!r}")
     if type(get) is not bool:
         raise EntryDecodeError(f"set: get must be a bool, got {type(get).__name__}")
-    return Set(_bin(f[0], "set key"), _bin(f[1], "set value"), SetCondition(condition), get)
+    return Set(_bin(key, "set key"), _bin(value, "set value"), condition, get)
 
 
 def _decode_incrby(f: list[object]) -> WriteCommand:

@@ -295,17 +295,18 @@ class KVServer:
     async def _read(self, parser: RequestParser, reader: asyncio.StreamReader) -> bytes | None:
         """The next bytes; None at EOF between requests; _Incomplete at EOF inside a request
         or when a started request gets no byte for PARTIAL_REQUEST_TIMEOUT_S."""
-        partial = parser.buffered_bytes() > 0
+        if parser.buffered_bytes() == 0:
+            # Between requests a client may stay idle forever: no deadline (and no Timeout
+            # object per read: this is once per burst of every connection).
+            return await reader.read(READ_CHUNK_BYTES) or None
         try:
-            async with asyncio.timeout(PARTIAL_REQUEST_TIMEOUT_S if partial else None):
+            async with asyncio.timeout(PARTIAL_REQUEST_TIMEOUT_S):
                 data = await reader.read(READ_CHUNK_BYTES)
         except TimeoutError:
             raise _Incomplete(ERR_STALLED) from None
         if data:
             return data
-        if partial:
-            raise _Incomplete(ERR_INCOMPLETE)
-        return None
+        raise _Incomplete(ERR_INCOMPLETE)
 
     # --- running a batch -------------------------------------------------------------------
 

@@ -80,6 +80,10 @@ ROW_OVERHEAD_BYTES: Final = 32
 #: Snapshot images are handed to the Raft storage in chunks of this size.
 SNAPSHOT_CHUNK_BYTES: Final = 1024 * 1024
 
+#: Keys in one lookup query of a run of SETs (`_set_many`); under SQLite's 999-parameter limit
+#: of old versions, and a power of two (the query's sizes are).
+SET_MANY_LOOKUP_KEYS: Final = 512
+
 #: SQLite's page size, fixed so the image layout does not depend on the library's default.
 PAGE_SIZE_BYTES: Final = 4096
 
@@ -250,8 +254,69 @@ class KVStateMachine:
             # one error stands for every write of a batch: the server replies it to each).
             return ErrorReply(f"ERR corrupt log entry {entry.index}: {exc}")
         if isinstance(decoded, tuple):
-            return BatchReplies(tuple(self.execute_write(command) for command in decoded))
+            return BatchReplies(self._execute_run(decoded))
         return self.execute_write(decoded)
+
+    def _execute_run(self, commands: Sequence[WriteCommand]) -> tuple[Reply, ...]:
+        """A batch's writes in order, one reply each. Consecutive plain SETs (the bulk of a
+        write load) go through `_set_many`; everything else through `execute_write`."""
+        replies: list[Reply] = []
+        i = 0
+        while i < len(commands):
+            end = i
+            while end < len(commands) and _is_plain_set(commands[end]):
+                end += 1
+            if end - i >= 2:
+                replies += self._set_many(commands[i:end])  # type: ignore[arg-type]
+                i = end
+            else:
+                replies.append(self.execute_write(commands[i]))
+                i += 1
+        return tuple(replies)
+
+    def _set_many(self, sets: Sequence[Set]) -> list[Reply]:
+        """Plain SETs (no condition, no GET), in order: the same replies and effect as
+        `_set` one by one (OK, or OOM for a write that would pass the bound), with one lookup
+        query per SET_MANY_LOOKUP_KEYS keys and one executemany for the rows."""
+        lengths = self._value_lengths([command.key for command in sets])
+        rows: list[tuple[bytes, bytes]] = []
+        replies: list[Reply] = []
+        for command in sets:
+            key, value = command.key, command.value
+            old_length = lengths.get(key)
+            if old_length is None:
+                growth = len(key) + len(value) + ROW_OVERHEAD_BYTES
+            else:
+                growth = len(value) - old_length
+            if growth > 0 and self._used_bytes + growth > self.max_data_bytes:
+                replies.append(_oom(self.max_data_bytes))
+                continue
+            lengths[key] = len(value)
+            self._used_bytes += growth
+            self._key_count += old_length is None
+            rows.append((key, value))
+            replies.append(OK)
+        # In request order: a key set twice ends with its last value, as one by one.
+        self._conn.executemany("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", rows)
+        return replies
+
+    def _value_lengths(self, keys: Sequence[bytes]) -> dict[bytes, int]:
+        """len(value) of each of `keys` that exists."""
+        unique = list(dict.fromkeys(keys))
+        lengths: dict[bytes, int] = {}
+        for start in range(0, len(unique), SET_MANY_LOOKUP_KEYS):
+            part: list[bytes | None] = list(unique[start : start + SET_MANY_LOOKUP_KEYS])
+            # Padded with NULLs (never equal to a key) to a power of two: few distinct SQL
+            # texts, so the statement cache keeps them all prepared.
+            slots = 1 << (len(part) - 1).bit_length()
+            part += [None] * (slots - len(part))
+            sql = _LOOKUP_LENGTHS_SQL.get(slots)
+            if sql is None:
+                sql = _LOOKUP_LENGTHS_SQL[slots] = (
+                    f"SELECT key, length(value) FROM kv WHERE key IN ({', '.join('?' * slots)})"
+                )
+            lengths.update(self._conn.execute(sql, part).fetchall())
+        return lengths
 
     def execute_write(self, command: WriteCommand) -> Reply:
         """One write's effect and reply. Every command checks before it writes, so a refused
@@ -436,6 +501,14 @@ class KVStateMachine:
         self._conn.close()
         self._conn = fresh
         self._load_meta()
+
+
+def _is_plain_set(command: WriteCommand) -> bool:
+    return type(command) is Set and command.condition is SetCondition.ALWAYS and not command.get
+
+
+#: `_set_many`'s lookup query of each power-of-two size, made once (see `_value_lengths`).
+_LOOKUP_LENGTHS_SQL: Final[dict[int, str]] = {}
 
 
 def _check_image(conn: sqlite3.Connection, expected_index: int | None) -> None:
