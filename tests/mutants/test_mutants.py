@@ -302,6 +302,20 @@ def test_every_default_store_scenario_has_a_mutant_variant() -> None:
     assert mutant_scenarios.scenario_name(MUTANTS[0].name, base[0]) in names
 
 
+def test_the_hunt_tries_the_targeted_scenarios_first_and_every_default_one_once() -> None:
+    from detsim.scenarios import nemesis
+    from detsim.scenarios.catalogue import STORE_SCENARIOS
+
+    order = mutant_scenarios.default_store_scenarios()
+    default = [s for s in STORE_SCENARIOS if s.expect_pass]
+    assert sorted(order) == sorted(s.name for s in default)  # the whole campaign, once each
+    targeted = {s.name for s in default if set(s.families) & set(nemesis.TARGETED)}
+    assert {"figure8_5n", "leader_swap", "mute_leader_kill_new_5n"} <= targeted
+    assert set(order[: len(targeted)]) == targeted
+    rest = [s.name for s in default if s.name not in targeted]
+    assert order[len(targeted) :] == rest  # the others keep the catalogue's order
+
+
 def run_cli(*args: str) -> Any:
     return CliRunner().invoke(main, ["mutants", *args], catch_exceptions=False)
 

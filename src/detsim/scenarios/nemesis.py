@@ -800,3 +800,13 @@ async def calm(f: Faults) -> None:
 
 
 Family = Callable[[Faults], Awaitable[None]]
+
+#: The families that time their faults by the nodes' Raft state to reach a state random faults
+#: seldom reach (a stale leader's campaign, stale appends at a new leader's death, a follower's
+#: unsynced acknowledgement, Figure 8). `detsim mutants` tries their scenarios first.
+TARGETED: Final[tuple[Family, ...]] = (
+    leader_swap,
+    mute_leader_kill_new,
+    power_loss_leader_late,
+    figure8,
+)
