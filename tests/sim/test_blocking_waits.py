@@ -7,6 +7,7 @@ from __future__ import annotations
 import _thread
 import asyncio
 import concurrent.futures
+import copy
 import queue
 import threading
 import time
@@ -442,3 +443,29 @@ def test_a_real_thread_blocked_on_objects_it_shares_with_a_run_is_woken_by_the_r
     run(main())
     thread.join(REAL_WAIT_S)
     assert got == {"item": "from the run", "notified": ["set"], "permit": True}
+
+
+def test_python_own_errors_are_kept_not_turned_into_simulation_errors():
+    def misuse() -> list[str]:
+        errors = []
+        for call in (threading.Condition().wait, threading.Lock().release):
+            try:
+                call()
+            except detsim.SimulationError as exc:  # also a RuntimeError: caught first
+                errors.append(f"SimulationError: {exc}")
+            except RuntimeError as exc:
+                errors.append(str(exc))
+        try:
+            copy.copy(threading.Lock())
+        except TypeError as exc:
+            errors.append(str(exc))
+        return errors
+
+    async def main():
+        return await asyncio.to_thread(misuse)
+
+    assert run(main()) == [
+        "cannot wait on un-acquired lock",
+        "release unlocked lock",
+        "cannot pickle 'SimLock' object",
+    ]

@@ -62,7 +62,7 @@ from __future__ import annotations
 import concurrent.futures
 import queue
 import threading
-from typing import Any
+from typing import Any, SupportsIndex
 
 from detsim.sim.kernel import runtime
 from detsim.sim.kernel.errors import SimulationError
@@ -325,6 +325,10 @@ class SimLock:
     def _at_fork_reinit(self) -> None:  # threading and logging call it after os.fork()
         self._lock._at_fork_reinit()
         self._holder = None
+
+    def __reduce_ex__(self, protocol: SupportsIndex) -> str | tuple[Any, ...]:
+        # As a real lock: not copied nor pickled (a copy would share the real lock inside).
+        raise TypeError("cannot pickle 'SimLock' object")
 
     def __repr__(self) -> str:
         return f"<detsim SimLock {'locked' if self.locked() else 'unlocked'}>"
