@@ -48,7 +48,8 @@ The waits, one by one:
   this thread it is re-entered at once; held by another thread, that thread releases it).
   Note what inline executors change there: executor code enters an RLock held by a task
   suspended at an `await`, where a real executor's thread would wait — mutual exclusion
-  between a task and executor code is not simulated.
+  between a task and executor code is not simulated. `threading.Thread.join`: no thread can
+  be started in a run, and one started outside it ends on its own.
 
 Known limits: locks made before a run (a library's module-level `threading.Lock()` made at
 import) are the real C type, and a simulation's thread blocking on one it holds still hangs, as
