@@ -534,8 +534,11 @@ PY_SPY_RULES: Final = (
     ("socket send() syscall", ("_SelectorSocketTransport.write (",)),
     ("fsync hand-off to a thread", ("ThreadPoolExecutor.submit", "_write_to_self")),
     ("SQLite (state machine apply)", ("sqlite3", "kv/statemachine.py")),
-    ("RESP parse/encode (hiredis)", ("kv/resp.py", "hiredis")),
-    ("command parsing", ("kv/commands.py",)),
+    # Our own request parser and reply encoder (resp.py's header says why not hiredis).
+    ("RESP parse/encode", ("kv/resp.py", "hiredis")),
+    # Parsing requests into commands, and their entry payloads: encoding on the leader,
+    # decoding in every replica's apply.
+    ("commands: parse, entry encode/decode", ("kv/commands.py",)),
     ("msgpack / codec", ("msgpack/", "raft/codec.py")),
     ("Raft core", ("raft/core/",)),
     ("storage (records, files)", ("raft/storage/", "detsim/fs/")),

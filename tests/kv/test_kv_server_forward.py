@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from detsim.kv.forward import FORWARDED_CLIENT_PREFIX, LeaderForwarder
+from detsim.kv.forward import FORWARDED_CLIENT_PREFIX, MAX_FORWARD_PENDING, LeaderForwarder
 from detsim.kv.resp import ErrorReply, SimpleString
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -109,3 +109,64 @@ def test_sent_without_answer_is_timeout(caplog: pytest.LogCaptureFixture) -> Non
     assert isinstance(silent, ErrorReply) and silent.message.startswith("TIMEOUT"), silent
     assert isinstance(lost, ErrorReply) and lost.message.startswith("NOLEADER"), lost
     assert "never retrieved" not in caplog.text
+
+
+def test_a_run_is_sent_in_one_write_and_each_request_gets_its_reply() -> None:
+    """forward_many: the whole run reaches the leader in one burst (so it proposes it as one
+    entry); replies are matched in order; the ones that do not come by the deadline are
+    TIMEOUT, each on its own."""
+    bursts: list[bytes] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)  # CLIENT SETNAME
+        writer.write(b"+OK\r\n")
+        bursts.append(await reader.read(1 << 16))
+        writer.write(b"+OK\r\n:2\r\n")  # two of the three replies, then silence
+        await writer.drain()
+        await asyncio.sleep(3600)
+
+    async def main() -> list[object]:
+        server, address = await fake_leader(handler)
+        fwd = LeaderForwarder("n2", requirepass=None, timeout_s=0.5)
+        try:
+            run = [[b"SET", b"a", b"1"], [b"INCR", b"n"], [b"DEL", b"a"]]
+            return list(await fwd.forward_many("n1", address, run))
+        finally:
+            await fwd.close()
+            server.close()
+
+    replies = asyncio.run(main())
+    assert bursts == [
+        b"*3\r\n$3\r\nSET\r\n$1\r\na\r\n$1\r\n1\r\n*2\r\n$4\r\nINCR\r\n$1\r\nn\r\n"
+        b"*2\r\n$3\r\nDEL\r\n$1\r\na\r\n"
+    ]
+    assert replies[:2] == [SimpleString("OK"), 2]
+    assert isinstance(replies[2], ErrorReply) and replies[2].message.startswith("TIMEOUT")
+
+
+def test_a_run_past_the_pending_bound_is_not_sent_at_all() -> None:
+    received: list[bytes] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"+OK\r\n")
+        while data := await reader.read(1 << 16):
+            received.append(data)
+
+    async def main() -> list[object]:
+        server, address = await fake_leader(handler)
+        fwd = LeaderForwarder("n2", requirepass=None, timeout_s=0.5)
+        try:
+            run = [[b"SET", b"k", b"v"]] * (MAX_FORWARD_PENDING + 1)
+            replies = list(await fwd.forward_many("n1", address, run))
+            await asyncio.sleep(0.1)
+            return replies
+        finally:
+            await fwd.close()
+            server.close()
+
+    replies = asyncio.run(main())
+    assert len(replies) == MAX_FORWARD_PENDING + 1
+    for reply in replies:
+        assert isinstance(reply, ErrorReply) and reply.message.startswith("NOLEADER"), reply
+    assert received == []  # nothing of the run was sent: safe to retry
