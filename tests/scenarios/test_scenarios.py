@@ -175,6 +175,20 @@ def test_figure8_catches_a_leader_that_commits_an_older_terms_entry_by_counting(
     assert _failure(clean, seed, SHORT) is None
 
 
+def test_crash_mid_election_loses_a_vote_acknowledged_before_it_was_durable() -> None:
+    # The nemesis's point: a node whose term just rose (a candidate, a voter) loses power
+    # before the election ends. Had it answered before its new term and vote were durable (a
+    # planted bug), it boots with an older term. The same seed passes without the bug.
+    seed, _ = _first_detection(
+        "mutant.hard_state_not_synced.crash_mid_election",
+        range(4),
+        SHORT,
+        "Term Monotonic violated|One Vote Per Term violated",
+    )
+    clean = next(s for s in SCENARIOS if s.name == "crash_mid_election")
+    assert _failure(clean, seed, SHORT) is None
+
+
 def test_figure8_is_deterministic() -> None:
     scenario = next(s for s in SCENARIOS if s.name == "figure8_5n")
     check_determinism(lambda sim: scenario.build(sim, SHORT), 1, **scenario.simulation(1, SHORT))

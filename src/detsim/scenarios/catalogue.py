@@ -132,6 +132,12 @@ NEMESES: Final = {
             (nm.power_loss_leader_late,),
         ),
         NemesisRow(
+            "crash_mid_election",
+            "the leader dies, then a node whose term just rose (a candidate, a voter) loses "
+            "power before the election ends",
+            (nm.crash_mid_election,),
+        ),
+        NemesisRow(
             "figure8",
             "Raft's Figure 8 round after round: the leader's entries reach one follower, it "
             "dies; the others elect a leader that dies at once; the old leader returns, leads, "

@@ -580,6 +580,43 @@ async def _new_leader(f: Faults, among: list[str]) -> str | None:
     return leader()
 
 
+async def crash_mid_election(f: Faults) -> None:
+    """Power loss in the middle of an election: the leader dies (killed or powered off), the
+    links among the others are slowed (FIGURE8_SLOW_LINK_S) so the election takes round trips
+    the nemesis can see, and a node whose term just rose (a candidate that voted for itself,
+    or a voter that granted its vote) loses power before the election ends; it boots again
+    after a hold. A term or vote acknowledged before it was durable comes back older."""
+
+    async def once() -> None:
+        try:
+            await _crash_mid_election_round(f)
+        finally:
+            f.restore_links()
+            for nid in sorted(f.down):
+                f.start(nid)
+
+    await f.periodically(once)
+
+
+async def _crash_mid_election_round(f: Faults) -> None:
+    lead = f.cluster.agreed_leader()
+    if lead is None:
+        return
+    others = [n for n in f.members() if n != lead]
+    f.slow_links([(x, y) for x in others for y in others if x != y], _slow_link_s(f))
+    term = f.cluster.rafts[lead].core.term
+    f.stop(lead, power_loss=f.rng.random() < 0.5)
+
+    def term_rose() -> list[str]:
+        return [n for n in others if f.cluster.running(n) and f.cluster.rafts[n].core.term > term]
+
+    if not await f.cluster.until(lambda: bool(term_rose()), SWAP_WAIT_S):
+        return
+    f.stop(f.rng.choice(term_rose()), power_loss=True)
+    f.restore_links()
+    await f.wait(f.pace.hold_s)
+
+
 async def rolling_restart(f: Faults) -> None:
     """Restart the members one by one (kill, boot), waiting for each to rejoin a leader."""
     while f.active():
@@ -802,9 +839,11 @@ async def calm(f: Faults) -> None:
 Family = Callable[[Faults], Awaitable[None]]
 
 #: The families that time their faults by the nodes' Raft state to reach a state random faults
-#: seldom reach (a stale leader's campaign, stale appends at a new leader's death, a follower's
-#: unsynced acknowledgement, Figure 8). `detsim mutants` tries their scenarios first.
+#: seldom reach (a vote not yet durable, a stale leader's campaign, stale appends at a new
+#: leader's death, a follower's unsynced acknowledgement, Figure 8). `detsim mutants` tries
+#: their scenarios first.
 TARGETED: Final[tuple[Family, ...]] = (
+    crash_mid_election,
     leader_swap,
     mute_leader_kill_new,
     power_loss_leader_late,
