@@ -5,7 +5,8 @@ What a newcomer finds here, and nothing else:
 - `boot`: a host's run from start to kill (contexts, pause, death), `BOOT`;
 - `clock`: each host's skewed view of virtual time; `seeds`: one seed, many streams;
 - `trace`: the events and the decision hash; `entropy`: the patches of time, randomness,
-  threads and sockets during a run; `runtime`: which loop runs in this thread;
+  threads and sockets during a run; `blocking`: the blocking waits of threading, queue and
+  concurrent.futures that raise instead of hanging; `runtime`: which loop runs in this thread;
 - `errors`: misuse (`SimulationError`) and run outcomes (`RunOutcome` and subclasses);
 - `interfaces`: the protocol a world plugs in through (`World`, `IO`, `Host`).
 
