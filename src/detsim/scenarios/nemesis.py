@@ -58,6 +58,10 @@ SLOW_FSYNC_S: Final = (0.02, 0.4)
 READ_CORRUPTION_P: Final = (0.001, 0.02)
 DISK_FULL_MARGIN_BYTES: Final = (0, 256 * 1024)  # capacity = bytes in use + this
 TORN_TAIL_WEIGHTS: Final = (0.2, 0.3, 1.0)  # keep / lose / tear: mostly torn at a crash
+#: mute_leader_kill_new: the one-way latency among the others while the old leader is mute
+#: (its window), and how often the nemesis looks (well inside the window).
+MUTE_SLOW_LINK_S: Final = (0.03, 0.08)
+FAST_POLL_S: Final = 0.005
 #: Figure 8: how long the leader stays mute to all but one follower before it is killed. Under
 #: the shortest election timeout (1 s), so the others have not campaigned yet.
 FIGURE8_SOLO_S: Final = (0.1, 0.7)
@@ -304,10 +308,12 @@ async def mute_leader_kill_new(f: Faults) -> None:
     elect a leader that commits; then, at one instant, the clog healed (the old leader's held
     appends of an older term arrive) and the new leader killed, before its next append could
     repair what a follower did with them (a follower must refuse an append of an older term).
-    The links among the others are slow meanwhile (FIGURE8_SLOW_LINK_S): the new leader's
-    first commit reaches its followers that long after it happened, so the held appends land
-    while a follower still holds the committed entry as uncommitted (an append below a
-    follower's known commit is ignored whatever its term)."""
+    The links among the others are slowed meanwhile (MUTE_SLOW_LINK_S) and the nemesis polls
+    every FAST_POLL_S: the new leader's first commit reaches its followers that long after it
+    happened, so the held appends land while a follower still holds the committed entry as
+    uncommitted (an append below a follower's known commit is ignored whatever its term). The
+    election must end within the transport's idle timeout (5 s), or the held appends' connection
+    is closed: hence a slowdown far shorter than Figure 8's."""
 
     async def once() -> None:
         old = f.cluster.leader()
@@ -317,8 +323,9 @@ async def mute_leader_kill_new(f: Faults) -> None:
         for other in others:
             f.sim.net.clog(old, other)
         f.act("clog", shape="leader_out", links=[[old, o] for o in others])
-        f.slow_links([(x, y) for x in others for y in others if x != y], _slow_link_s(f))
-        if await f.cluster.until(lambda: _committed_in_term(f, others) is not None, SWAP_WAIT_S):
+        slow_s = round(f.rng.uniform(*MUTE_SLOW_LINK_S), 3)
+        f.slow_links([(x, y) for x in others for y in others if x != y], slow_s)
+        if await _until_fast(f, lambda: _committed_in_term(f, others) is not None, SWAP_WAIT_S):
             new = _committed_in_term(f, others)
             assert new is not None and new != old
             f.sim.net.heal()
@@ -560,6 +567,16 @@ async def _figure8_round(f: Faults) -> None:
     # (d) M back: the rest elect it; A and B return once it committed (the `finally`).
     f.start(m)
     await f.cluster.until(lambda: _committed_in_term(f, [m, *lagging]) is not None, SWAP_WAIT_S)
+
+
+async def _until_fast(f: Faults, cond: Callable[[], bool], timeout_s: float) -> bool:
+    """`cluster.until` polling every FAST_POLL_S: for windows of tens of milliseconds."""
+    deadline = f.sim.now + timeout_s
+    while not cond():
+        if f.sim.now >= deadline:
+            return False
+        await asyncio.sleep(FAST_POLL_S)
+    return True
 
 
 def _slow_link_s(f: Faults) -> float:
