@@ -19,8 +19,17 @@ from pathlib import Path
 import pytest
 from helpers_check import concurrent_info_writes
 
-from detsim.check import check_history
-from detsim.check.search import CONFIG_BYTES, MAX_SEARCH_BYTES, SLICE_BUILT_BYTES, SLICE_STEPS
+from detsim.check import check_history, pair_events
+from detsim.check.checker import _compiled
+from detsim.check.models import get_model
+from detsim.check.search import (
+    CONFIG_BYTES,
+    MAX_SEARCH_BYTES,
+    SLICE_BUILT_BYTES,
+    SLICE_STEPS,
+    STR_HEADER_BYTES,
+    build,
+)
 
 HELPERS = Path(__file__).resolve().parent
 MIB = 1 << 20
@@ -28,7 +37,7 @@ MIB = 1 << 20
 
 def _largest_state(n: int, pad: int) -> int:
     """The size of the longest state n appends of concurrent_info_writes can build."""
-    return sys.getsizeof("".join(f"{i}{'.' * pad};" for i in range(n)))
+    return len("".join(f"{i}{'.' * pad};" for i in range(n))) + STR_HEADER_BYTES
 
 
 def _slack(n: int, pad: int) -> int:
@@ -59,6 +68,14 @@ def test_states_the_search_builds_count_against_the_budget() -> None:
     assert result.unknown_reason == short.unknown_reason == "search budget"
     assert 8 * MIB < result.search_bytes <= 8 * MIB + _slack(30, 1_000)
     assert result.configs * 20 < short.configs
+
+
+def test_text_that_is_not_ascii_counts_four_bytes_a_character() -> None:
+    spec = get_model("kv")
+    for text, char_bytes in (("abc", 1), ("d\u00e9j\u00e0", 4), ("\U0001f600", 4)):
+        ops = pair_events(concurrent_info_writes(2, "append").inv(9, "append", "x", text).events)
+        assert build(*_compiled(ops, spec)).char_bytes == char_bytes
+        assert sys.getsizeof(text * 100) <= (len(text * 100) + STR_HEADER_BYTES) * char_bytes
 
 
 def test_keys_decided_within_the_budget_are_not_named_undecided() -> None:
@@ -127,7 +144,7 @@ PEAK_RSS = textwrap.dedent(
     """
     import json, resource, sys
     sys.path.insert(0, sys.argv[1])
-    from detsim.check import check_history
+    from detsim.check import check_history, pair_events
     from helpers_check import concurrent_info_writes
 
     h = concurrent_info_writes(40, "append", keys=("k0", "k1", "k2"), pad=100)

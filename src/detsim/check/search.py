@@ -53,14 +53,15 @@ shared timeout and memory budget enforced) and gives up (result None) once its e
 memory, `held_bytes`, passes `max_bytes`: CONFIG_BYTES a cached configuration (measured: a
 tuple, an int bitset and a set slot; the state is the history's own object) plus the size of
 each state the search built itself (an append's text: Step.builds), which the cache keeps
-alive. Checked once a slice, and a slice ends early once it built SLICE_BUILT_BYTES of states:
-a search passes `max_bytes` by at most slice_steps configurations, SLICE_BUILT_BYTES and one
-state.
+alive: a str of n characters takes at most n + STR_HEADER_BYTES bytes when every value of the
+key is ASCII, at most 4 times that otherwise (`char_bytes`; sys.getsizeof would be exact, but
+cost 17% of the search's time on porcupine's kv histories). Checked once a slice, and a
+slice ends early once it built SLICE_BUILT_BYTES of states: a search passes `max_bytes` by at
+most slice_steps configurations, SLICE_BUILT_BYTES and one state.
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Final
@@ -81,6 +82,8 @@ CONFIG_BYTES: Final = 130
 MAX_SEARCH_BYTES: Final = 256 << 20
 #: A slice ends early once it built this many bytes of states (long appended values).
 SLICE_BUILT_BYTES: Final = 4 << 20
+#: A str's size beyond its characters, rounded up (sys.getsizeof("") is 49 for ASCII text).
+STR_HEADER_BYTES: Final = 56
 
 Cache = set[tuple[int, object]]
 Search = Generator[None, None, bool | None]
@@ -104,6 +107,7 @@ class Problem:
     after_open: int = 0  # key bit: the last op linearized was open (above every op's bit)
     grows: bool = False  # every op appends or reads: the state only grows (see header)
     builds: list[bool] = field(default_factory=list)  # call entry -> Step.builds
+    char_bytes: int = 1  # bytes a character of a built state may take: 1 (ASCII values) or 4
     seen: list[object] = field(default_factory=list)  # a read's return entry -> value read
     nxt: list[int] = field(default_factory=list)
     prv: list[int] = field(default_factory=list)
@@ -135,6 +139,7 @@ def build(ops: Sequence[Operation], steps: Sequence[Step]) -> Problem:
     p.after_open = 1 << len(ops)
     p.seen = [NO_READ] * (m + 2)
     p.grows = all(s.appends or s.code == READ or s.pure for s in steps)
+    p.char_bytes = 1 if all(_ascii(op.value) and _ascii(op.output) for op in ops) else 4
     p.call_pos = [0] * len(ops)
     twin_of = _twins(ops, steps)
     for pos, (_, is_ret, i) in enumerate(marks, start=1):
@@ -158,6 +163,15 @@ def build(ops: Sequence[Operation], steps: Sequence[Step]) -> Problem:
     p.prv = [0, *range(0, m + 1)]
     p.finite = sum(1 for op in ops if op.complete_index is not None)
     return p
+
+
+def _ascii(value: object) -> bool:
+    """Whether a history value's text is ASCII (models normalise the rest to ASCII JSON)."""
+    if isinstance(value, str):
+        return value.isascii()
+    if isinstance(value, list | tuple):
+        return all(_ascii(item) for item in value)
+    return True
 
 
 def _twins(ops: Sequence[Operation], steps: Sequence[Step]) -> list[int]:
@@ -225,14 +239,16 @@ def search(
     `lin` marks ops already linearized (their entries must already be lifted by the caller).
     With `found`, reaching the tail records (lin, state) into it and keeps searching, so the
     search enumerates every reachable final configuration and returns False at the end.
-    `built[0]` (a fresh counter when None) adds up the bytes of the states the search builds,
-    for the caller's `held_bytes`; it gives up past `max_bytes` of its own.
+    `built[0]` (a fresh counter when None) adds up the bytes of the states the search builds
+    (updated at every yield and return), for the caller's `held_bytes`; the search gives up
+    past `max_bytes` of its own.
     """
     code, arg, fn, pure, bit, nxt, need = p.code, p.arg, p.fn, p.pure, p.bit, p.nxt, p.need
     blind, grows, builds = p.blind, p.grows, p.builds
     built = [0] if built is None else built
-    getsizeof = sys.getsizeof
-    slice_built_end = built[0] + SLICE_BUILT_BYTES  # end this slice early past it
+    char_bytes = p.char_bytes
+    slice_units = SLICE_BUILT_BYTES // char_bytes  # a slice ends early past these
+    units = 0  # built this slice: characters + STR_HEADER_BYTES a state, times char_bytes
     # Enumeration must reach every configuration: no overwrite rule there (see header).
     mark = p.mark if found is None else [0] * len(p.mark)
     tail = len(nxt) - 1
@@ -245,13 +261,15 @@ def search(
         steps += 1
         if steps >= slice_steps:
             steps = 0
+            built[0] += units * char_bytes
+            units = 0
             if held_bytes(cache, built, found) > max_bytes:
                 _unwind(p, calls)
                 return None
             yield
-            slice_built_end = built[0] + SLICE_BUILT_BYTES
         if entry == tail:
             if found is None:
+                built[0] += units * char_bytes
                 _unwind(p, calls)
                 return True
             found.add((lin, state))
@@ -259,10 +277,10 @@ def search(
         else:
             c = code[entry]
         if c >= 0:
-            if after_open and blind[entry]:
-                new: object = ILLEGAL  # an overwrite right after an open op (see header)
-            elif c == READ:
-                new = state if state == arg[entry] else ILLEGAL
+            if c == READ:  # (never blind: checked first, as the commonest)
+                new: object = state if state == arg[entry] else ILLEGAL
+            elif after_open and blind[entry]:
+                new = ILLEGAL  # an overwrite right after an open op (see header)
             elif c == WRITE:
                 new = arg[entry]
             elif c == TWIN and lin & need[entry] == 0:
@@ -281,9 +299,9 @@ def search(
                 key = (nl | mark[entry], new)
                 if key not in cache:
                     cache.add(key)
-                    if builds[entry]:
-                        built[0] += getsizeof(new)
-                        if built[0] > slice_built_end:
+                    if builds[entry]:  # (a built state is a str: Step.builds)
+                        units += len(new) + STR_HEADER_BYTES  # type: ignore[arg-type]
+                        if units > slice_units:
                             steps = slice_steps  # end the slice at the next step (see Bounds)
                     calls.append((entry, state))
                     state = new  # type: ignore[assignment]
@@ -302,6 +320,7 @@ def search(
         # Dead end: backtrack, past every read (see "Pruning" in the header).
         while True:
             if not calls:
+                built[0] += units * char_bytes
                 return False
             entry, state = calls.pop()
             lin ^= bit[entry]
