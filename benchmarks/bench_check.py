@@ -5,6 +5,11 @@ Runs, in one process: porcupine's whole corpus (102 Jepsen etcd logs and 6 kv hi
 in total; then a generated history of 100,000 ops over 1,000 keys from a realistic workload
 (50 clients, random linearization points, 1% NOLEADER fails, 1% timeouts), parse and check.
 Parsing is not timed for the corpus (porcupine's benchmarks parse before the timer too).
+With --search: the search alone on every key of the corpus (kv/c50-bad.txt left out: one of
+its keys needs millions of configurations, and its verdict comes from another key), run to
+its end, not stopped at the first violation: the configurations cached (the search's work,
+independent of the machine's load) and the minimum over RUNS of the CPU time (process time).
+Run it with PYTHONPATH=/tmp/old/src for an older tree (before/after).
 With --pathological: the histories that made the search grow without bound (issue 9 note:
 157 timed-out ops on 3 keys, 6 GB), each checked (verdict only) in a fresh interpreter that
 reports its verdict, the configurations held, the time and its peak RSS, or gives up after
@@ -18,6 +23,7 @@ check, wall, summed).
 
     .venv/bin/python benchmarks/bench_check.py [--runs 5] [--per-file] [--command]
     .venv/bin/python benchmarks/bench_check.py --pathological [--src DIR] [--limit-s 60]
+    .venv/bin/python benchmarks/bench_check.py --search [--runs 7]
 """
 
 from __future__ import annotations
@@ -300,18 +306,48 @@ def bench_pathological(runs: int, src: str | None, limit_s: float) -> None:
         )
 
 
+def bench_search(runs: int) -> None:
+    from detsim.check import checker, search
+    from detsim.check.models import State, get_model
+
+    problems: dict[str, list[tuple[search.Problem, State]]] = {"jepsen": [], "kv": []}
+    for name, _ in corpus_files():
+        if name == "kv/c50-bad.txt":
+            continue
+        loaded = load(CORPUS / name)
+        spec = get_model(loaded.model)
+        for entries in checker._split(loaded.ops, spec).values():
+            problem = search.build([op for op, _ in entries], [s for _, s in entries])
+            problems[name.split("/")[0]].append((problem, spec.initial))
+    for kind, items in problems.items():
+        configs, cpu = 0, float("inf")
+        for _ in range(runs):
+            started = time.process_time()
+            configs = 0
+            for problem, initial in items:
+                cache: set[tuple[int, object]] = set()
+                search.run(search.search(problem, initial, cache))
+                configs += len(cache)
+            cpu = min(cpu, time.process_time() - started)
+        print(f"search, {kind} ({len(items)} keys): {configs} configurations, cpu {cpu:.3f} s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--per-file", action="store_true")
     parser.add_argument("--command", action="store_true", help="time the detsim check command")
     parser.add_argument("--pathological", action="store_true", help="the unbounded histories")
+    parser.add_argument("--search", action="store_true", help="the corpus keys' searches")
     parser.add_argument("--src", help="with --pathological: the src directory to import from")
     parser.add_argument("--limit-s", type=float, default=60.0, help="with --pathological")
     args = parser.parse_args()
     print(f"python {platform.python_version()} on {platform.machine()}, {args.runs} runs each")
     if args.pathological:
         bench_pathological(args.runs, args.src, args.limit_s)
+        return
+    if args.search:
+        bench_search(args.runs)
         return
     if args.command:
         bench_command(args.runs)
