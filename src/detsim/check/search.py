@@ -42,9 +42,9 @@ each read. The enumeration mode (`found`) keeps every order: it must see every c
 
 Growing keys (sound): on a key whose every op appends or reads (Step.appends, READ), the
 state only grows, so a read still to come must see a value that extends the current state.
-After an append the search checks the read whose return entry comes first in the list (it is
-not linearized yet, so it must come later) and drops the configuration if its value does not
-extend the new state. Without this, k concurrent timed-out appends are tried in every order
+After an append the search checks the first read's return entry in the list (not linearized
+yet, so it must come later) and drops the configuration if its value does not extend the new
+state. Without this, k concurrent timed-out appends are tried in every order
 before a read that saw another order rules them out (2 keys x 8, read in the reverse order:
 245,677 configurations; now 16).
 
@@ -332,14 +332,14 @@ def search(
 
 
 def _next_read_fits(p: Problem, entry: int, new: object) -> bool:
-    """On a growing key: whether the first return entry's read, if it is one, can see a value
-    that extends `new`, the state once `entry` is linearized (its own return entry is skipped:
-    it would be lifted with it)."""
-    code, nxt, own = p.code, p.nxt, p.ret[entry]
+    """On a growing key: whether the first read still to come in the list (its return entry
+    first) can see a value that extends `new`, the state once `entry` is linearized."""
+    seen, nxt, own = p.seen, p.nxt, p.ret[entry]
+    tail = len(nxt) - 1
     e = nxt[0]
-    while code[e] != RETURN or e == own:
+    while e != tail and (seen[e] is NO_READ or e == own):
         e = nxt[e]
-    value = p.seen[e]
+    value = seen[e]  # NO_READ at the tail
     if value is NO_READ or new is None:
         return True
     return isinstance(value, str) and isinstance(new, str) and value.startswith(new)
