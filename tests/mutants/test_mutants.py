@@ -105,6 +105,7 @@ def leader() -> Raft:
     r.campaign()
     r.step(VoteResponse("b", "a", r.term, granted=True))
     assert r.role is Role.LEADER and r.term == 2 and r.log.last_index() == 4
+    r.advance(r.ready())  # the driver made the empty entry durable: the leader counts itself
     return r
 
 
@@ -212,11 +213,18 @@ class Calls(list[str]):
 def test_hard_state_not_synced() -> None:
     def probe() -> list[str]:
         calls = Calls()
-        storage = types.SimpleNamespace(sync=calls.record("sync"), hard_state=None)
-        node = types.SimpleNamespace(
-            _storage=storage, stats=types.SimpleNamespace(syncs=0), _persisted=None
+        storage = types.SimpleNamespace(
+            sync=calls.record("sync"),
+            hard_state=None,
+            write_hard_state=lambda: calls.append("write"),
         )
-        rd = Ready(hard_state=HardState(term=4, vote="b"))
+        node = types.SimpleNamespace(
+            _storage=storage,
+            stats=types.SimpleNamespace(syncs=0, syncs_skipped=0),
+            _persisted=HardState(term=3, vote=None),
+        )
+        node._term_or_vote_moves = lambda rd: RaftNode._term_or_vote_moves(node, rd)
+        rd = Ready(hard_state=HardState(term=4, vote="b"))  # a new term and a vote
         asyncio.run(RaftNode.__dict__["_persist"](node, rd))
         assert storage.hard_state == rd.hard_state
         return calls
