@@ -10,6 +10,9 @@ its keys needs millions of configurations, and its verdict comes from another ke
 its end, not stopped at the first violation: the configurations cached (the search's work,
 independent of the machine's load) and the minimum over RUNS of the CPU time (process time).
 Run it with PYTHONPATH=/tmp/old/src for an older tree (before/after).
+With --timeouts N: N generated histories (300 ops on 2 keys, 30 clients, unique put/append
+values as the store workloads write them, 30% of the completions lost: info), each checked
+with a timeout of --limit-s seconds: how many are decided, the time, the peak RSS.
 With --pathological: the histories that made the search grow without bound (issue 9 note:
 157 timed-out ops on 3 keys, 6 GB), each checked (verdict only) in a fresh interpreter that
 reports its verdict, the configurations held, the time and its peak RSS, or gives up after
@@ -24,6 +27,7 @@ check, wall, summed).
     .venv/bin/python benchmarks/bench_check.py [--runs 5] [--per-file] [--command]
     .venv/bin/python benchmarks/bench_check.py --pathological [--src DIR] [--limit-s 60]
     .venv/bin/python benchmarks/bench_check.py --search [--runs 7]
+    .venv/bin/python benchmarks/bench_check.py --timeouts 60 [--limit-s 10]
 """
 
 from __future__ import annotations
@@ -75,8 +79,18 @@ def bench_corpus(runs: int, explain: bool, per_file: bool) -> dict[str, float]:
     return medians
 
 
-def realistic_history(n_ops: int, n_keys: int, clients: int, seed: int) -> list[Event]:
-    """Clients with overlapping calls on a kv store; each op takes effect at a random point."""
+def realistic_history(
+    n_ops: int,
+    n_keys: int,
+    clients: int,
+    seed: int,
+    info_p: float = 0.01,
+    tokens: bool = False,
+) -> list[Event]:
+    """Clients with overlapping calls on a kv store; each op takes effect at a random point.
+
+    `info_p`: the share of completions lost (info); `tokens`: put and append values unique
+    (`<op number>;`, as the store workloads' are) instead of drawn from 100."""
     rng = random.Random(seed)
     store: dict[str, str] = {}
     events: list[Event] = []
@@ -94,7 +108,8 @@ def realistic_history(n_ops: int, n_keys: int, clients: int, seed: int) -> list[
             key = f"k{rng.randrange(n_keys)}"
             value: object = None
             if f in ("put", "append"):
-                value = str(rng.randrange(100))
+                drawn = rng.randrange(100)
+                value = f"{started};" if tokens else str(drawn)
             elif f == "cas":
                 value = [
                     store.get(key, "0") if rng.random() < 0.7 else "x",
@@ -118,7 +133,7 @@ def realistic_history(n_ops: int, n_keys: int, clients: int, seed: int) -> list[
             pending[p][3:] = _apply(store, f, key, value)  # type: ignore[arg-type]
             continue
         del pending[p]
-        if rng.random() < 0.01:
+        if rng.random() < info_p:
             emit(p, "info", f, key, None, "timeout")  # type: ignore[arg-type]
             idle.append(next_process)  # a fresh process takes the slot
             next_process += 1
@@ -306,6 +321,25 @@ def bench_pathological(runs: int, src: str | None, limit_s: float) -> None:
         )
 
 
+def bench_timeouts(seeds: int, timeout_s: float) -> None:
+    """Histories with many lost completions: decided, unknown, time, peak RSS."""
+    verdicts: dict[bool | None, int] = {True: 0, False: 0, None: 0}
+    seconds = []
+    for seed in range(seeds):
+        events = realistic_history(300, 2, clients=30, seed=seed, info_p=0.3, tokens=True)
+        started = time.perf_counter()
+        result = check_history(events, timeout=timeout_s, explain=False)
+        seconds.append(time.perf_counter() - started)
+        verdicts[result.linearizable] += 1
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(
+        f"timeouts: {seeds} histories of 300 ops, 2 keys, 30% lost: {verdicts[True]} "
+        f"linearizable, {verdicts[False]} not, {verdicts[None]} unknown; {sum(seconds):.1f} s "
+        f"in all, median {statistics.median(seconds):.3f} s, slowest {max(seconds):.1f} s; "
+        f"peak RSS {rss_mb:.0f} MB"
+    )
+
+
 def bench_search(runs: int) -> None:
     from detsim.check import checker, search
     from detsim.check.models import State, get_model
@@ -339,6 +373,7 @@ def main() -> None:
     parser.add_argument("--command", action="store_true", help="time the detsim check command")
     parser.add_argument("--pathological", action="store_true", help="the unbounded histories")
     parser.add_argument("--search", action="store_true", help="the corpus keys' searches")
+    parser.add_argument("--timeouts", type=int, metavar="N", help="N histories, 30%% lost")
     parser.add_argument("--src", help="with --pathological: the src directory to import from")
     parser.add_argument("--limit-s", type=float, default=60.0, help="with --pathological")
     args = parser.parse_args()
@@ -348,6 +383,9 @@ def main() -> None:
         return
     if args.search:
         bench_search(args.runs)
+        return
+    if args.timeouts:
+        bench_timeouts(args.timeouts, args.limit_s)
         return
     if args.command:
         bench_command(args.runs)

@@ -12,11 +12,13 @@ not linearizable stops everything. When the deadline passes with keys undecided 
 None (unknown) -- unless some key was already found not linearizable.
 
 Memory bound. The searches' caches of configurations are the checker's memory (estimated by
-search.held_bytes: ~130 bytes a configuration, plus the states the search built). All keys'
-searches together hold at most `max_search_bytes` (default search.MAX_SEARCH_BYTES, 256 MiB)
-plus one slice (SLICE_STEPS configurations): past it the verdict is None with
-`unknown_reason` "search budget", `configs` and `search_bytes` saying how much was held --
-never a crash, never a guess. A decided key's cache is freed at once. A counterexample's
+search.held_bytes: the caches' tables, ~110-200 bytes a configuration, the states the search
+built). All keys' searches together hold at most `max_search_bytes` (default
+search.MAX_SEARCH_BYTES, 256 MiB) plus one slice of one key's search: past it the verdict is
+None with `unknown_reason` "search budget", `configs` and `search_bytes` saying how much was
+held -- never a crash, never a guess. The process may hold more than the estimate while
+several keys' caches grow at once (the allocator does not reuse every freed table: measured
++25% with two keys). A decided key's cache is freed at once. A counterexample's
 searches come after the verdict, while the verdict's cache is still held: each prefix search
 is bounded by `max_search_bytes` too (so at most twice the budget at once), the window's by
 MAX_SEARCH_BYTES and WINDOW_BUDGET_STEPS.
@@ -249,6 +251,7 @@ class _KeySearch:
     gen: Search
     cache: Cache
     built: list[int]  # bytes of the states the search built (search.search's `built`)
+    problem: Problem
 
 
 def _schedule(
@@ -259,18 +262,19 @@ def _schedule(
 ) -> _Verdict:
     """Round-robin over keys, smallest first, within the deadline and `max_search_bytes`."""
     active: list[_KeySearch] = []
+    meter = _Meter()  # what the undecided keys' searches hold
     for key in sorted(by_key, key=lambda k: len(by_key[k])):
         entries = by_key[key]
         problem = build([op for op, _ in entries], [s for _, s in entries])
         cache: Cache = set()
         built = [0]
         gen = search(problem, spec.initial, cache, max_bytes=max_search_bytes, built=built)
-        active.append(_KeySearch(key, gen, cache, built))
-    meter = _Meter()  # what the undecided keys' searches hold
+        active.append(_KeySearch(key, gen, cache, built, problem))
+        meter.held_bytes += held_bytes(problem, cache, built)  # an empty set's table
     while active:
         still: list[_KeySearch] = []
         for position, task in enumerate(active):
-            before = (held_bytes(task.cache, task.built), len(task.cache))
+            before = (held_bytes(task.problem, task.cache, task.built), len(task.cache))
             try:
                 next(task.gen)
             except StopIteration as stop:
@@ -311,13 +315,13 @@ class _Meter:
 
     def grow(self, task: _KeySearch, before: tuple[int, int]) -> None:
         """Count what `task` cached during its last slice (`before`: its bytes, configs)."""
-        self.held_bytes += held_bytes(task.cache, task.built) - before[0]
+        self.held_bytes += held_bytes(task.problem, task.cache, task.built) - before[0]
         self.held_configs += len(task.cache) - before[1]
         if self.held_bytes > self.peak_bytes:
             self.peak_bytes, self.peak_configs = self.held_bytes, self.held_configs
 
     def free(self, task: _KeySearch) -> None:
-        self.held_bytes -= held_bytes(task.cache, task.built)
+        self.held_bytes -= held_bytes(task.problem, task.cache, task.built)
         self.held_configs -= len(task.cache)
 
     def unknown(self, reason: UnknownReason, undecided: list[str | None]) -> _Verdict:

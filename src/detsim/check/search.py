@@ -50,9 +50,11 @@ before a read that saw another order rules them out (2 keys x 8, read in the rev
 
 Bounds: the search yields control every `slice_steps` steps (so keys can be interleaved and a
 shared timeout and memory budget enforced) and gives up (result None) once its estimated
-memory, `held_bytes`, passes `max_bytes`: CONFIG_BYTES a cached configuration (measured: a
-tuple, an int bitset and a set slot; the state is the history's own object) plus the size of
-each state the search built itself (an append's text: Step.builds), which the cache keeps
+memory, `held_bytes`, passes `max_bytes`: the cache's hash table (sys.getsizeof of the set),
+counted 1.5 times because a resize holds the old table (half the new one) while it copies;
+per cached configuration its tuple and its bitset int (`p.config_bytes`: TUPLE_BYTES and an
+int of as many bits as the key has ops; the state is the history's own object); plus the
+size of each state the search built itself (an append's text: Step.builds), which the cache keeps
 alive: a str of n characters takes at most n + STR_HEADER_BYTES bytes when every value of the
 key is ASCII, at most 4 times that otherwise (`char_bytes`; sys.getsizeof would be exact, but
 cost 17% of the search's time on porcupine's kv histories). Checked once a slice, and a
@@ -62,6 +64,7 @@ most slice_steps configurations, SLICE_BUILT_BYTES and one state.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Final
@@ -73,12 +76,12 @@ RETURN: Final = -1  # code of a return entry
 NO_READ: Final = object()  # `seen` of an entry that is not the return entry of a read
 TWIN: Final = 3  # an open op with an earlier open twin (same signature): see "Symmetry"
 SLICE_STEPS: Final = 20_000
-#: Memory one cached configuration costs, beyond a state the search built (measured: 130 bytes
-#: a configuration over 2,000,000 of them, states shared).
-CONFIG_BYTES: Final = 130
+#: A cached configuration's tuple (sys.getsizeof of a 2-tuple, 56, rounded up to the
+#: allocator's 16 bytes); its bitset int is counted by `config_bytes`.
+TUPLE_BYTES: Final = 64
 #: The estimated memory (held_bytes) a check's searches may hold at once, all keys of a history
-#: together (checker.py): ~2,000,000 configurations of shared states. The hardest history of
-#: porcupine's corpus that the checker decides needs 176k configurations (kv/c50-ok.txt).
+#: together (checker.py): about 1,500,000 configurations of 50 ops' keys. The hardest history
+#: of porcupine's corpus that the checker decides needs 176k configurations (kv/c50-ok.txt).
 MAX_SEARCH_BYTES: Final = 256 << 20
 #: A slice ends early once it built this many bytes of states (long appended values).
 SLICE_BUILT_BYTES: Final = 4 << 20
@@ -108,6 +111,7 @@ class Problem:
     grows: bool = False  # every op appends or reads: the state only grows (see header)
     builds: list[bool] = field(default_factory=list)  # call entry -> Step.builds
     char_bytes: int = 1  # bytes a character of a built state may take: 1 (ASCII values) or 4
+    config_bytes: int = 0  # a cached configuration's tuple and int (see held_bytes)
     seen: list[object] = field(default_factory=list)  # a read's return entry -> value read
     nxt: list[int] = field(default_factory=list)
     prv: list[int] = field(default_factory=list)
@@ -137,6 +141,7 @@ def build(ops: Sequence[Operation], steps: Sequence[Step]) -> Problem:
     p.builds = [False] * (m + 2)
     p.mark = [0] * (m + 2)
     p.after_open = 1 << len(ops)
+    p.config_bytes = config_bytes(len(ops))
     p.seen = [NO_READ] * (m + 2)
     p.grows = all(s.appends or s.code == READ or s.pure for s in steps)
     p.char_bytes = 1 if all(_ascii(op.value) and _ascii(op.output) for op in ops) else 4
@@ -216,11 +221,22 @@ def unlift(p: Problem, e: int) -> None:
     prv[nxt[e]] = e
 
 
-def held_bytes(cache: Cache, built: list[int], found: Cache | None = None) -> int:
-    """A search's estimated memory: its cached (and found) configurations, and the bytes of
-    the states it built (`built[0]`)."""
-    configs = len(cache) + (0 if found is None else len(found))
-    return configs * CONFIG_BYTES + built[0]
+def config_bytes(n_ops: int) -> int:
+    """A cached configuration's tuple and bitset int (n_ops bits and the after_open bit: 30
+    bits a 4-byte digit after a 28-byte header), each rounded up to 16 bytes."""
+    int_bytes = 28 + 4 * ((n_ops + 1 + 29) // 30)
+    return TUPLE_BYTES + (int_bytes + 15) // 16 * 16
+
+
+def held_bytes(p: Problem, cache: Cache, built: list[int], found: Cache | None = None) -> int:
+    """A search's estimated memory (see "Bounds"): its cache's (and `found`'s) tables and
+    configurations, and the bytes of the states it built (`built[0]`)."""
+    table_bytes = sys.getsizeof(cache)
+    configs = len(cache)
+    if found is not None:
+        table_bytes += sys.getsizeof(found)
+        configs += len(found)
+    return table_bytes * 3 // 2 + configs * p.config_bytes + built[0]
 
 
 def search(
@@ -263,7 +279,7 @@ def search(
             steps = 0
             built[0] += units * char_bytes
             units = 0
-            if held_bytes(cache, built, found) > max_bytes:
+            if held_bytes(p, cache, built, found) > max_bytes:
                 _unwind(p, calls)
                 return None
             yield
