@@ -756,7 +756,9 @@ async def torn_tail(f: Faults) -> None:
 
 async def isolate_follower(f: Faults) -> None:
     """A follower cut off long enough to fall behind a compaction (scenarios with a small
-    snapshot threshold): on heal it catches up by snapshot install, under new partitions."""
+    snapshot threshold): on heal it catches up by snapshot install, under new partitions.
+    Before the heal, an operator's RAFT.SNAPSHOT at the leader compacts its log at once: the
+    writes made meanwhile are then behind the snapshot, even when fewer than the threshold."""
 
     async def once() -> None:
         lead = f.leader_or_any()
@@ -767,6 +769,8 @@ async def isolate_follower(f: Faults) -> None:
         f.sim.net.partition([victim], [n for n in f.cluster.ids if n != victim])
         f.act("partition", groups=[[victim]])
         await f.wait((f.pace.hold_s[1], 2 * f.pace.hold_s[1]))
+        if f.active():
+            await _admin(f, "RAFT.SNAPSHOT")
         f.sim.net.heal()
         f.act("heal")
 
