@@ -324,6 +324,7 @@ def bench_pathological(runs: int, src: str | None, limit_s: float) -> None:
 def bench_timeouts(seeds: int, timeout_s: float) -> None:
     """Histories with many lost completions: decided, unknown, time, peak RSS."""
     verdicts: dict[bool | None, int] = {True: 0, False: 0, None: 0}
+    reasons: list[str] = []
     seconds = []
     for seed in range(seeds):
         events = realistic_history(300, 2, clients=30, seed=seed, info_p=0.3, tokens=True)
@@ -331,10 +332,13 @@ def bench_timeouts(seeds: int, timeout_s: float) -> None:
         result = check_history(events, timeout=timeout_s, explain=False)
         seconds.append(time.perf_counter() - started)
         verdicts[result.linearizable] += 1
+        if result.linearizable is None:
+            reasons.append(str(getattr(result, "unknown_reason", "timeout")))
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
         f"timeouts: {seeds} histories of 300 ops, 2 keys, 30% lost: {verdicts[True]} "
-        f"linearizable, {verdicts[False]} not, {verdicts[None]} unknown; {sum(seconds):.1f} s "
+        f"linearizable, {verdicts[False]} not, {verdicts[None]} unknown {reasons}; "
+        f"{sum(seconds):.1f} s "
         f"in all, median {statistics.median(seconds):.3f} s, slowest {max(seconds):.1f} s; "
         f"peak RSS {rss_mb:.0f} MB"
     )
