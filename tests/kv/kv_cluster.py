@@ -83,7 +83,8 @@ class KVCluster:
             join=nid in self.spares,
             secret=SECRET,
             requirepass=self.requirepass,
-            peer_client_addrs={p: (self.ips[p], CLIENT_PORT) for p in self.ids if p != nid},
+            # The voters' only: a spare's client address reaches the others in its ADDLEARNER.
+            peer_client_addrs={p: (self.ips[p], CLIENT_PORT) for p in self.voters if p != nid},
             request_timeout_s=self.request_timeout_s,
             snapshot_threshold_entries=self.snapshot_threshold,
             max_client_connections=self.max_client_connections,

@@ -98,6 +98,10 @@ VALID = [
     ("RAFT.SNAPSHOT", RaftAdmin(RaftOp.SNAPSHOT)),
     ("RAFT.ADDLEARNER n4 127.0.0.1:7004", RaftAdmin(RaftOp.ADDLEARNER, "n4", ("127.0.0.1", 7004))),
     ("RAFT.ADDLEARNER n4 [::1]:7004", RaftAdmin(RaftOp.ADDLEARNER, "n4", ("::1", 7004))),
+    (
+        "RAFT.ADDLEARNER n4 127.0.0.1:7004 127.0.0.1:6004",
+        RaftAdmin(RaftOp.ADDLEARNER, "n4", ("127.0.0.1", 7004), ("127.0.0.1", 6004)),
+    ),
     ("RAFT.PROMOTE n4", RaftAdmin(RaftOp.PROMOTE, "n4")),
     ("RAFT.REMOVE n2", RaftAdmin(RaftOp.REMOVE, "n2")),
     ("RAFT.TRANSFER n3", RaftAdmin(RaftOp.TRANSFER, "n3")),
@@ -127,6 +131,11 @@ INVALID = [
     ("DEL", "ERR wrong number of arguments for 'del' command"),
     ("RAFT.PROMOTE", "ERR wrong number of arguments for 'raft.promote' command"),
     ("RAFT.ADDLEARNER n4", "ERR wrong number of arguments for 'raft.addlearner' command"),
+    (
+        "RAFT.ADDLEARNER n4 h:1 h:2 h:3",
+        "ERR wrong number of arguments for 'raft.addlearner' command",
+    ),
+    ("RAFT.ADDLEARNER n4 h:1 nowhere", "ERR invalid address 'nowhere': expected host:port"),
     ("CLIENT", "ERR wrong number of arguments for 'client' command"),
     ("CLIENT SETNAME", "ERR wrong number of arguments for 'client|setname' command"),
     ("CLIENT ID x", "ERR wrong number of arguments for 'client|id' command"),

@@ -191,15 +191,22 @@ def test_admin_adds_a_learner_process_promotes_and_removes_it(
     joiner = cluster.add_joiner(spec)
     joiner.start()
     try:
-        learner_then_voter(cluster, spec.node_id, f"127.0.0.1:{spec.raft_addr[1]}")
+        learner_then_voter(
+            cluster,
+            spec.node_id,
+            f"127.0.0.1:{spec.raft_addr[1]}",
+            f"127.0.0.1:{spec.client_addr[1]}",
+        )
     finally:
         cluster.stop([spec.node_id])
         del cluster.nodes[spec.node_id]
     assert cluster.wait_for_leader(LEADER_TIMEOUT_S) in NODES
 
 
-def learner_then_voter(cluster: LocalCluster, new: str, raft_address: str) -> None:
-    assert admin(cluster, "n2", "RAFT.ADDLEARNER", new, raft_address) == "OK"
+def learner_then_voter(
+    cluster: LocalCluster, new: str, raft_address: str, client_address: str
+) -> None:
+    assert admin(cluster, "n2", "RAFT.ADDLEARNER", new, raft_address, client_address) == "OK"
     wait_until(lambda: new in status(cluster, "n1")["learners"], 30, f"{new} a learner")
     # The learner catches up and serves linearizable reads itself.
     wait_until(lambda: command(cluster, new, "GET", "before-n4") == b"v", 30, f"{new} reads")
@@ -208,6 +215,11 @@ def learner_then_voter(cluster: LocalCluster, new: str, raft_address: str) -> No
     wait_until(lambda: new in status(cluster, new)["voters"], 30, f"{new} a voter")
     assert command(cluster, "n1", "SET", "with-n4", "w") is True
     wait_converged(cluster, [*NODES, new])
+    # The new node leads: n1, started before it existed, forwards to the client address it
+    # learned from the ADDLEARNER (the removal of the leader, too).
+    assert admin(cluster, "n3", "RAFT.TRANSFER", new) == "OK"
+    wait_until(lambda: status(cluster, "n1")["leader"] == new, 30, f"{new} leads")
+    assert command(cluster, "n1", "SET", "n4-leads", "x") is True
     assert admin(cluster, "n1", "RAFT.REMOVE", new) == "OK"
     for node_id in NODES:
         wait_until(

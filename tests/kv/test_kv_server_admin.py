@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from kv_cluster import RAFT_PORT, KVCluster
+from kv_cluster import CLIENT_PORT, RAFT_PORT, KVCluster
 
 import detsim
 from detsim import DiskConfig
@@ -34,7 +34,8 @@ async def test_membership_transfer_and_snapshot(sim: detsim.Simulation) -> None:
     assert joining["voters"] == [] and joining["leader"] is None  # empty, waiting
 
     # Through a follower: forwarded to the leader.
-    assert await c.command(follower, "RAFT.ADDLEARNER", "n4", f"{c.ips['n4']}:{RAFT_PORT}") == b"OK"
+    n4_raft, n4_client = f"{c.ips['n4']}:{RAFT_PORT}", f"{c.ips['n4']}:{CLIENT_PORT}"
+    assert await c.command(follower, "RAFT.ADDLEARNER", "n4", n4_raft, n4_client) == b"OK"
     await c.until(lambda: c.rafts["n4"].core.applied >= c.rafts[lead].core.commit, 20.0, "catch up")
     s4 = await status(c, "n4")
     assert s4["role"] == "learner" and s4["learners"] == ["n4"]
@@ -48,10 +49,22 @@ async def test_membership_transfer_and_snapshot(sim: detsim.Simulation) -> None:
     await c.until(lambda: c.leader() == "n4", 10.0, "n4 leads")
     assert (await status(c, lead))["leader"] == "n4"
 
+    # Forwarded to n4, whose client address the old leader learned from the ADDLEARNER.
     assert await c.command(lead, "RAFT.REMOVE", lead) == b"OK"  # the old leader removes itself
     await c.until(lambda: lead not in c.rafts["n4"].core.conf.voters, 10.0, "removed")
     snap = await c.command("n4", "RAFT.SNAPSHOT")
     assert isinstance(snap, int) and snap >= 24
     assert (await status(c, "n4"))["snapshot_index"] == snap
     sim.kill(lead)  # removed: stop it, then compare the rest
+
+    # A follower restarted from a snapshot that covers the ADDLEARNER still knows where n4
+    # serves clients (the snapshot carries the address books): its writes reach n4.
+    other = next(n for n in c.voters if n != lead and n != follower)
+    assert isinstance(await c.command(other, "RAFT.SNAPSHOT"), int)
+    sim.restart(other)
+    await c.until(
+        lambda: c.rafts[other].running and c.rafts[other].core.leader == "n4", 20.0, "back"
+    )
+    assert c.rafts[other].core.log.snapshot.index >= snap
+    assert await c.command(other, "SET", "after-restart", "1") is True
     await c.finish()

@@ -292,13 +292,15 @@ class RaftOp(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class RaftAdmin:
-    """RAFT.<op> [node_id [host:port]]: `node_id` for all but STATUS, DIGEST and SNAPSHOT;
-    `address` for ADDLEARNER only."""
+    """RAFT.<op> [node_id [host:port [client-host:port]]]: `node_id` for all but STATUS,
+    DIGEST and SNAPSHOT; `address` (Raft's) and optionally `client_address` (where the new
+    node serves clients: the others forward writes there if it leads) for ADDLEARNER only."""
 
     kind: ClassVar[CommandKind] = CommandKind.ADMIN
     op: RaftOp
     node_id: str | None = None
     address: tuple[str, int] | None = None
+    client_address: tuple[str, int] | None = None
 
 
 WriteCommand: TypeAlias = Set | Del | IncrBy | Append | MSet | Cas
@@ -461,8 +463,11 @@ def _raft(op: RaftOp) -> Parser:
     def parse(args: Sequence[bytes]) -> Command:
         if len(args) == 1:
             return RaftAdmin(op)
-        address = parse_address(args[2]) if len(args) == 3 else None
-        return RaftAdmin(op, _node_id(args[1]), address)
+        if len(args) > 4:  # ADDLEARNER's table arity is "at least 3"; its most is 4
+            raise CommandError(arity_error(op.value))
+        address = parse_address(args[2]) if len(args) >= 3 else None
+        client_address = parse_address(args[3]) if len(args) == 4 else None
+        return RaftAdmin(op, _node_id(args[1]), address, client_address)
 
     return parse
 
@@ -507,7 +512,7 @@ COMMANDS: Final[dict[bytes, CommandSpec]] = dict(
         _spec("info", -1, _A, _info),
         *(_spec(op.value, 1, _A, _raft(op)) for op in (RaftOp.STATUS, RaftOp.DIGEST)),
         _spec("raft.snapshot", 1, _A, _raft(RaftOp.SNAPSHOT)),
-        _spec("raft.addlearner", 3, _A, _raft(RaftOp.ADDLEARNER)),
+        _spec("raft.addlearner", -3, _A, _raft(RaftOp.ADDLEARNER)),
         *(
             _spec(op.value, 2, _A, _raft(op))
             for op in (RaftOp.PROMOTE, RaftOp.REMOVE, RaftOp.TRANSFER)

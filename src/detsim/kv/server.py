@@ -481,7 +481,10 @@ class KVServer:
             return [no_leader("no leader known")] * count
         if session.forwarded:
             return [no_leader(f"not the leader (forwarded here; leader hint: {leader})")] * count
-        address = self.config.peer_client_addrs.get(leader)
+        # Configured addresses first; a member added at run time brought its own in its change.
+        address = self.config.peer_client_addrs.get(leader) or self.raft.client_addresses.get(
+            leader
+        )
         if address is None:
             return [no_leader(f"the leader {leader}'s client address is not known here")] * count
         self.stats.forwarded += count
@@ -614,9 +617,9 @@ class KVServer:
                 return await self._snapshot()
             case RaftOp.ADDLEARNER:
                 assert target is not None and command.address is not None
-                address = command.address
+                address, client_address = command.address, command.client_address
                 return await self._membership(
-                    session, args, lambda: raft.add_learner(target, address)
+                    session, args, lambda: raft.add_learner(target, address, client_address)
                 )
             case RaftOp.PROMOTE:
                 assert target is not None

@@ -78,7 +78,7 @@ import random
 import struct
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from detsim import seam
 from detsim.raft import codec
@@ -226,6 +226,34 @@ def decode_address(data: bytes) -> Address:
     return (host, int(port))
 
 
+def encode_member_context(address: Address, client_address: Address | None = None) -> bytes:
+    """An ADD_LEARNER change's context: the new member's Raft address, then (optional, after
+    one space) the address where it serves clients, so that every member learns both from the
+    log (the store forwards writes to a leader's client address)."""
+    context = encode_address(address)
+    if client_address is not None:
+        context += b" " + encode_address(client_address)
+    return context
+
+
+def decode_member_context(data: bytes) -> tuple[Address, Address | None]:
+    """Inverse of `encode_member_context` (ValueError if it cannot have produced `data`)."""
+    parts = data.split(b" ")
+    if len(parts) > 2:
+        raise ValueError(f"not host:port [host:port]: {data[:80]!r}")
+    client = decode_address(parts[1]) if len(parts) == 2 else None
+    return decode_address(parts[0]), client
+
+
+class _SnapshotHeader(NamedTuple):
+    """What a stored snapshot carries before the state machine's bytes (which start at
+    `start`): the address books in force at its index."""
+
+    addresses: dict[str, Address]
+    client_addresses: dict[str, Address]
+    start: int
+
+
 class RaftNode:
     """A Raft node on asyncio (see the module header)."""
 
@@ -253,6 +281,7 @@ class RaftNode:
         self._transport: Transport | None = None
         self._persisted = HardState()
         self._addresses: dict[str, Address] = {}
+        self._client_addresses: dict[str, Address] = {}  # learned from ADD_LEARNER contexts
         self._inbox: deque[Message] = deque()
         self._requests: deque[_Request] = deque()
         self._ticks_due = 0
@@ -328,9 +357,10 @@ class RaftNode:
         restored = storage.load()
         self._persisted = restored.hard_state
         self._addresses = {}
+        self._client_addresses = {}
         sm_applied = self.state_machine.applied_index()
         if restored.snapshot is not None:
-            self._addresses.update(self._read_snapshot_header(restored.snapshot)[0])
+            self._learn_snapshot_addresses(restored.snapshot)
             if sm_applied < restored.snapshot.index:
                 await self._restore_state_machine(restored.snapshot)
                 sm_applied = restored.snapshot.index
@@ -415,6 +445,12 @@ class RaftNode:
         return self._persisted
 
     @property
+    def client_addresses(self) -> dict[str, Address]:
+        """Where members added at run time serve clients (from their ADD_LEARNER change, when
+        it carried one): id -> address."""
+        return dict(self._client_addresses)
+
+    @property
     def addresses(self) -> dict[str, Address]:
         return dict(self._addresses)
 
@@ -434,10 +470,13 @@ class RaftNode:
         """Replicate `data`; the state machine's result once applied (see the header)."""
         return await self._propose(EntryKind.NORMAL, data)
 
-    async def add_learner(self, node_id: str, address: Address) -> None:
-        await self._propose_change(
-            ConfChange(ConfChangeOp.ADD_LEARNER, node_id, encode_address(address))
-        )
+    async def add_learner(
+        self, node_id: str, address: Address, client_address: Address | None = None
+    ) -> None:
+        """Add `node_id` (Raft `address`) as a learner; `client_address`, if given, is where it
+        serves clients: every member learns it with the change (`client_addresses`)."""
+        context = encode_member_context(address, client_address)
+        await self._propose_change(ConfChange(ConfChangeOp.ADD_LEARNER, node_id, context))
 
     async def promote(self, node_id: str) -> None:
         await self._propose_change(ConfChange(ConfChangeOp.PROMOTE, node_id))
@@ -677,7 +716,7 @@ class RaftNode:
             # Entries durable before any message of this Ready leaves (the contract's step 1).
             assert storage.last_index == rd.entries[-1].index, (storage.last_index, rd.entries[-1])
         if rd.snapshot is not None:
-            self._addresses.update(self._read_snapshot_header(rd.snapshot)[0])
+            self._learn_snapshot_addresses(rd.snapshot)
             await self._restore_state_machine(rd.snapshot)
             self.stats.snapshots_installed += 1
             seam.event("raft.snapshot_installed", index=rd.snapshot.index, term=rd.snapshot.term)
@@ -828,12 +867,13 @@ class RaftNode:
 
     def _snapshot_header(self) -> bytes:
         book = {nid: [host, port] for nid, (host, port) in sorted(self._addresses.items())}
-        body = codec.packb({"addresses": book})
+        clients = {nid: [h, p] for nid, (h, p) in sorted(self._client_addresses.items())}
+        body = codec.packb({"addresses": book, "client_addresses": clients})
         assert len(body) <= MAX_SNAPSHOT_HEADER_BYTES
         return _HEADER_LENGTH.pack(len(body)) + body
 
-    def _read_snapshot_header(self, meta: SnapshotMeta) -> tuple[dict[str, Address], int]:
-        """The address book in a stored snapshot, and where the state machine's bytes start."""
+    def _read_snapshot_header(self, meta: SnapshotMeta) -> _SnapshotHeader:
+        """The address books in a stored snapshot, and where the state machine's bytes start."""
         storage = self._storage
         assert storage is not None
         size = _HEADER_LENGTH.size
@@ -841,13 +881,23 @@ class RaftNode:
         if length > MAX_SNAPSHOT_HEADER_BYTES or size + length > meta.size_bytes:
             raise RuntimeError(f"{self.id}: snapshot {meta} has a bad header length {length}")
         value = codec.unpackb(storage.read_chunk(meta, size, length))
-        book = value["addresses"] if isinstance(value, dict) else None
-        if not isinstance(book, dict):
+        book = value.get("addresses") if isinstance(value, dict) else None
+        clients = value.get("client_addresses", {}) if isinstance(value, dict) else None
+        if not isinstance(book, dict) or not isinstance(clients, dict):
             raise RuntimeError(f"{self.id}: snapshot {meta} has a bad header")
-        return {str(k): (str(v[0]), int(v[1])) for k, v in book.items()}, size + length
+        return _SnapshotHeader(
+            {str(k): (str(v[0]), int(v[1])) for k, v in book.items()},
+            {str(k): (str(v[0]), int(v[1])) for k, v in clients.items()},
+            size + length,
+        )
+
+    def _learn_snapshot_addresses(self, meta: SnapshotMeta) -> None:
+        header = self._read_snapshot_header(meta)
+        self._addresses.update(header.addresses)
+        self._client_addresses.update(header.client_addresses)
 
     async def _restore_state_machine(self, meta: SnapshotMeta) -> None:
-        _, start = self._read_snapshot_header(meta)
+        start = self._read_snapshot_header(meta).start
         await self.state_machine.restore(meta.index, self._stored_chunks(meta, start))
         assert self.state_machine.applied_index() == meta.index
         self.observer.snapshot_restored(self, meta)
@@ -871,9 +921,13 @@ class RaftNode:
             change = ConfChange.decode(entry.data)
             if change.op is ConfChangeOp.ADD_LEARNER and change.context:
                 try:
-                    self._addresses[change.node_id] = decode_address(change.context)
+                    address, client_address = decode_member_context(change.context)
                 except ValueError as exc:
                     _log.warning("%s: no address for %s: %s", self.id, change.node_id, exc)
+                    continue
+                self._addresses[change.node_id] = address
+                if client_address is not None:
+                    self._client_addresses[change.node_id] = client_address
 
     def _wanted_peers(self) -> dict[str, Address]:
         """The transport's peers: the members in force with a known address; while this node
