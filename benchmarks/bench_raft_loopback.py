@@ -27,7 +27,7 @@ Diagnostics (run them as separate invocations: they slow the leader down):
 - `--lever NAME`: a patch of the children that measures what a change to the driver or the
   storage would buy, before anyone makes it (see LEVERS). The former `send-before-persist` and
   `commit-without-fsync` levers are now the driver's behaviour (BENCHMARKS.md, "Raft on real
-  loopback"): run this file from an older commit to measure without them.
+  loopback"); `no-send-before-persist` and `fsync-commit` undo one half each (attribution).
 None of them is a headline figure.
 
 Bounds: every child exits by itself after `--max-seconds` (and when its stdin closes, i.e. the
@@ -316,11 +316,35 @@ def _lever_step_during_fsync() -> None:
     RaftNode._persist = persist_stepping  # type: ignore[method-assign]
 
 
-#: Diagnostic patches of the children (`--lever NAME`): what a change would buy, measured
-#: before anyone makes it. Never the headline figures.
+def _lever_no_send_before_persist() -> None:
+    """Undo one half of 721859c, to attribute its gain: every message of a Ready waits for
+    its persist (the leader's appends too), as before."""
+    from detsim.raft.core.raft import Raft
+
+    def order_messages(self: Raft, hard: Any) -> tuple[tuple[Any, ...], int]:
+        return tuple(self._messages), 0
+
+    Raft._order_messages = order_messages  # type: ignore[method-assign]
+
+
+def _lever_fsync_commit() -> None:
+    """Undo the other half of 721859c: a hard state that only moves the commit index is
+    fsynced again, as before."""
+    from detsim.raft.driver import RaftNode
+
+    def must_sync(self: RaftNode, rd: Any) -> bool:
+        return rd.hard_state is not None
+
+    RaftNode._term_or_vote_moves = must_sync  # type: ignore[method-assign]
+
+
+#: Diagnostic patches of the children (`--lever NAME`): what a change would buy (or what a
+#: part of a change bought), measured before anyone makes it. Never the headline figures.
 LEVERS: Final = {
     "inline-fsync": _lever_inline_fsync,
     "step-during-fsync": _lever_step_during_fsync,
+    "no-send-before-persist": _lever_no_send_before_persist,
+    "fsync-commit": _lever_fsync_commit,
 }
 
 
