@@ -2,11 +2,11 @@
 # The simulator's, the disk layer's, Raft's and the store's tests on every other supported
 # Python (3.12, 3.13): asyncio's internals differ between versions, and the simulator drives
 # them. The default Python (3.11) runs the whole suite in `make test`; this runs tests/sim,
-# tests/fs, tests/raft and tests/kv in a venv per version (.venv-3.12, .venv-3.13), created on
-# first use. It also checks that a seed is the same run on every version: the trace hashes of a
-# few chaos seeds must equal 3.11's. (A store scenario's run is not the same across versions:
-# redis-py and asyncio.timeout schedule differently; tests pinned to one seed's schedule, such
-# as tests/scenarios', run on 3.11.)
+# tests/fs, tests/raft, tests/kv, tests/scenarios and tests/mutants in a venv per version
+# (.venv-3.12, .venv-3.13), created on first use. It also checks that a seed is the same run on
+# every version: the trace hashes of a few chaos seeds must equal 3.11's. (A store scenario's
+# run is not the same across versions, as redis-py and asyncio.timeout schedule differently, so
+# no test pins one store seed's schedule: they search a few seeds for what they expect.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,8 +40,9 @@ for v in 3.12 3.13; do
     "$venv/bin/pip" install --quiet -e '.[dev]'
     touch "$venv/.installed"
   fi
-  echo "== Python $v: tests/sim tests/fs tests/raft tests/kv"
+  echo "== Python $v: tests/sim tests/fs tests/raft tests/kv tests/scenarios tests/mutants"
   "$venv/bin/python" -m pytest -q tests/sim tests/fs tests/test_layers.py tests/raft tests/kv \
+    tests/scenarios tests/mutants \
     || status=1
   mine=$(hashes "$PWD/$venv/bin/python")
   if [ "$mine" != "$reference" ]; then
