@@ -24,8 +24,10 @@ from detsim.kv.server import KVServer
 from detsim.kv.statemachine import KVStateMachine, SnapshotError
 from detsim.mutants import MUTANTS, get, plant, planted, revert
 from detsim.mutants import scenarios as mutant_scenarios
+from detsim.mutants.catalogue import CONF_CHANGE_AT_COMMIT
 from detsim.raft.core import ConfState
 from detsim.raft.core.config import RaftConfig
+from detsim.raft.core.errors import ConfChangeRejected
 from detsim.raft.core.log import RaftLog
 from detsim.raft.core.messages import (
     AppendRequest,
@@ -189,14 +191,40 @@ def test_election_timer_not_reset() -> None:
     assert differs("election_timer_not_reset", probe) == (0, 5)
 
 
-def test_conf_change_at_commit() -> None:
+def test_conf_change_before_term_commit() -> None:
+    def probe() -> object:
+        r = leader()  # its term's empty entry (index 4) is not committed yet
+        try:
+            return r.propose_conf_change(ConfChange(ConfChangeOp.REMOVE, "c"))
+        except ConfChangeRejected:
+            return "rejected"
+
+    assert differs("conf_change_before_term_commit", probe) == ("rejected", 5)
+
+
+def test_the_mutant_still_refuses_a_second_change_while_one_in_its_log_is_uncommitted() -> None:
+    plant(get("conf_change_before_term_commit"))
+    r = leader()
+    r.propose_conf_change(ConfChange(ConfChangeOp.REMOVE, "c"))
+    with pytest.raises(ConfChangeRejected):
+        r.propose_conf_change(ConfChange(ConfChangeOp.ADD_LEARNER, "d"))
+
+
+def test_conf_change_at_commit_is_kept_out_of_the_catalogue_as_equivalent() -> None:
+    assert CONF_CHANGE_AT_COMMIT.name not in {m.name for m in MUTANTS}
+
     def probe() -> bool:
         r = leader()
         r.step(AppendResponse("b", "a", 2, index=4))  # the term's empty entry commits
         r.propose_conf_change(ConfChange(ConfChangeOp.ADD_LEARNER, "d"))
         return "d" in r.conf.learners
 
-    assert differs("conf_change_at_commit", probe) == (True, False)
+    clean = probe()
+    plant(CONF_CHANGE_AT_COMMIT)
+    try:
+        assert (clean, probe()) == (True, False)  # it does change when a change takes effect
+    finally:
+        revert()
 
 
 # --- driver, storage and store mutants: their one step, on stand-ins for the object -----------

@@ -148,6 +148,16 @@ NEMESES: Final = {
             max_entries_per_append=(1, 1, 2),
         ),
         NemesisRow(
+            "conf_change_race",
+            "two leaders of different terms each remove a different member of the same 4 "
+            "voters: the old leader's change reaches its own log only, the new leader is asked "
+            "for its change before its term's first entry can commit, then the old leader "
+            "returns and leads (Ongaro's single-server membership bug)",
+            (nm.conf_change_race,),
+            spares=2,
+            min_nodes=nm.CONF_RACE_VOTERS,
+        ),
+        NemesisRow(
             "rolling_restart",
             "every member restarted in turn (kill or power loss), waiting for a leader",
             (nm.rolling_restart,),
@@ -302,6 +312,9 @@ COMBINATIONS: Final[tuple[tuple[str, str, int], ...]] = (
     ),
     *((nemesis, "hot", 3) for nemesis in ("partition_minority", "crash_leader", "flapping")),
     ("chaos", "pipelined", 5),
+    # Two single-server changes from one configuration can have disjoint majorities only
+    # when it has an even number of voters.
+    ("conf_change_race", "mixed", nm.CONF_RACE_VOTERS),
     # Big values near the size limit (few ops: each is megabytes through Raft and SQLite).
     *((nemesis, "big", 3) for nemesis in ("calm", "crash_leader", "snapshot_partition")),
 )

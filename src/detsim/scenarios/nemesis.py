@@ -23,9 +23,10 @@ What a nemesis may do, and the store's stated assumptions it respects:
 - membership: RAFT.ADDLEARNER / PROMOTE / REMOVE / TRANSFER through a client; a removed node
   is stopped for good (`faults.retired`) and forgotten by the invariant checker.
 
-Targeted families (leader_swap, mute_leader_kill_new, power_loss_leader_late, figure8) read the
-nodes' Raft state (roles, terms, log lengths: what an operator's status page shows) to time a
-fault; none reads a commit decision it is meant to test.
+Targeted families (leader_swap, mute_leader_kill_new, power_loss_leader_late, figure8,
+conf_change_race) read the nodes' Raft state (roles, terms, log lengths, the configuration in
+a log: what an operator's status page shows) to time a fault; none reads a commit decision it
+is meant to test.
 
 `quiesce` turns everything off for the liveness phase: heal, latency back to the base profile
 (per-link overrides made through `Faults.slow_links` too), resume, restart every down node
@@ -72,6 +73,9 @@ FIGURE8_SLOW_LINK_S: Final = (0.15, 0.3)
 #: Figure 8: after a new leader is seen, before it is killed: its empty entry reaches its own
 #: log (a write; a kill keeps the page cache) but not the others (FIGURE8_SLOW_LINK_S away).
 FIGURE8_SETTLE_S: Final = 0.02
+#: conf_change_race: the configuration size where two single-server changes from one
+#: configuration can have disjoint majorities (an even one: 4 voters, one added, one removed).
+CONF_RACE_VOTERS: Final = 4
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -839,6 +843,100 @@ async def remove_leader(f: Faults) -> None:
     await f.periodically(once)
 
 
+async def conf_change_race(f: Faults) -> None:
+    """Two leaders of different terms each append a different single-server change to the same
+    4-voter configuration C0 (Ongaro's single-server membership bug, raft-dev 2015). A round,
+    every choice from the seed:
+    (a) the leader A is cut off from every node (its clients still reach it) and asked to
+        remove a follower Z: the change is appended in A's log only (it cannot commit there);
+    (b) the rest (3 of C0's 4 voters: all of them are needed) elect a leader B over slow links;
+        as soon as B leads, a follower C other than Z is killed before B's first append
+        reaches it (C voted for B and holds nothing of B's term), and B is asked to remove A.
+        B's empty entry cannot commit (C0's majority is 3 and only B and D are up), so the
+        correct core refuses the change until it has; a core that lets a new leader change
+        the configuration before its term's first commit appends it, and commits it in
+        C0 - A with D alone;
+    (c) B and D are cut off, C restarts: A and C elect A in C0 - Z (C's log is no newer than
+        A's), and A commits its own term. Right when B's change could not commit (then Z goes
+        away for good, and a spare is added and promoted back to 4 voters in later rounds);
+        two committed histories otherwise (A's removal of Z and B's removal of A at the same
+        index).
+    A round gives up (heals, restarts the node it killed) when a step does not happen in
+    SWAP_WAIT_S."""
+    spares = [n for n in f.cluster.spares]
+
+    async def once() -> None:
+        voters, learners = f.cluster.members()
+        a = f.cluster.agreed_leader()
+        if learners:
+            await _admin(f, "RAFT.PROMOTE", learners[0])
+        elif len(voters) < CONF_RACE_VOTERS and spares and a is not None:
+            nid = spares.pop(0)
+            await _admin(f, "RAFT.ADDLEARNER", nid, f"{f.cluster.ips[nid]}:{RAFT_PORT}")
+        elif len(voters) == CONF_RACE_VOTERS and a is not None:
+            others = [n for n in voters if n != a]
+            f.rng.shuffle(others)
+            try:
+                await _conf_change_race_round(f, a, others)
+            finally:
+                f.sim.net.heal()
+                f.restore_links()
+                for nid in sorted(f.down):
+                    f.start(nid)
+            await _retire_if_removed(f, others[0])
+
+    await f.periodically(once)
+
+
+async def _conf_change_race_round(f: Faults, a: str, others: list[str]) -> None:
+    """One round of `conf_change_race`: A the leader, Z = others[0] the member it removes."""
+    z = others[0]
+    # (a) A's change reaches A's log only. The command waits for a commit that never comes
+    # (A steps down, CheckQuorum): it runs on while the round goes on.
+    f.sim.net.partition([a], [n for n in f.cluster.ids if n != a])
+    f.act("conf_change_race", step="leader_alone_removes", leader=a, removes=z)
+    stuck = asyncio.ensure_future(f.cluster.command(a, "RAFT.REMOVE", z))
+    try:
+        core_a = f.cluster.rafts[a].core
+        if not await _until_fast(f, lambda: z not in core_a.conf.voters, SWAP_WAIT_S):
+            return
+        # (b) the others elect B; C dies before B's first append reaches it; B removes A.
+        f.slow_links([(x, y) for x in others for y in others if x != y], _slow_link_s(f))
+        b = await _new_leader(f, others)
+        if b is None:
+            return
+        c = f.rng.choice([n for n in others if n not in (b, z)])
+        f.stop(c, power_loss=False)
+        reply = await f.cluster.command(b, "RAFT.REMOVE", a)
+        f.act("conf_change_race", step="new_leader_removes", leader=b, reply=str(reply)[:80])
+        # (c) B and D cut off (a new cut: partitions add up), C back: A and C elect A.
+        f.sim.net.heal()
+        f.restore_links()
+        f.sim.net.partition(
+            [n for n in others if n != c], [n for n in f.cluster.ids if n not in others or n == c]
+        )
+        f.start(c)
+        committed = await f.cluster.until(
+            lambda: _committed_in_term(f, [a]) is not None, SWAP_WAIT_S
+        )
+        f.act("conf_change_race", step="old_leader_back", leader=a, committed=committed)
+    finally:
+        await stuck
+
+
+async def _retire_if_removed(f: Faults, nid: str) -> None:
+    """Once a leader agreed by all has committed an entry of its term (so every change in its
+    log is committed): retire `nid` if that removed it. A removed node is told nothing more,
+    and a stopped one must not count against the checks."""
+
+    def settled() -> bool:
+        lead = f.cluster.agreed_leader()
+        return lead is not None and _committed_in_term(f, [lead]) is not None
+
+    if await f.cluster.until(settled, SWAP_WAIT_S) and nid not in f.cluster.members()[0]:
+        _retire(f, nid)
+
+
 async def transfer_leadership(f: Faults) -> None:
     """RAFT.TRANSFER to a random other voter, over and over, while clients write."""
 
@@ -869,4 +967,5 @@ TARGETED: Final[tuple[Family, ...]] = (
     mute_leader_kill_new,
     power_loss_leader_late,
     figure8,
+    conf_change_race,
 )
