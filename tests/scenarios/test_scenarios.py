@@ -192,3 +192,25 @@ def test_crash_mid_election_loses_a_vote_acknowledged_before_it_was_durable() ->
 def test_figure8_is_deterministic() -> None:
     scenario = next(s for s in SCENARIOS if s.name == "figure8_5n")
     check_determinism(lambda sim: scenario.build(sim, SHORT), 1, **scenario.simulation(1, SHORT))
+
+
+def test_conf_change_race_catches_a_conf_change_before_the_new_leaders_first_commit() -> None:
+    # Ongaro's single-server bug: the old leader's change is in its own log only; a new leader
+    # that appends its own change before its term's first entry commits (a planted bug) commits
+    # it with a majority of the new configuration that misses every majority of the old
+    # leader's, and the old leader, re-elected in its configuration, overwrites it. The correct
+    # core refuses the change (its empty entry cannot commit: C0's majority is down), so the
+    # same seed passes.
+    seed, _ = _first_detection(
+        "mutant.conf_change_before_term_commit.conf_change_race_4n",
+        range(4),
+        SHORT,
+        "Leader Completeness violated|State Machine Safety violated",
+    )
+    clean = next(s for s in SCENARIOS if s.name == "conf_change_race_4n")
+    assert _failure(clean, seed, SHORT) is None
+
+
+def test_conf_change_race_is_deterministic() -> None:
+    scenario = next(s for s in SCENARIOS if s.name == "conf_change_race_4n")
+    check_determinism(lambda sim: scenario.build(sim, SHORT), 1, **scenario.simulation(1, SHORT))
