@@ -191,7 +191,7 @@ def test_election_timer_not_reset() -> None:
     assert differs("election_timer_not_reset", probe) == (0, 5)
 
 
-def test_conf_change_before_term_commit() -> None:
+def test_conf_change_before_noop() -> None:
     def probe() -> object:
         r = leader()  # its term's empty entry (index 4) is not committed yet
         try:
@@ -199,11 +199,11 @@ def test_conf_change_before_term_commit() -> None:
         except ConfChangeRejected:
             return "rejected"
 
-    assert differs("conf_change_before_term_commit", probe) == ("rejected", 5)
+    assert differs("conf_change_before_noop", probe) == ("rejected", 5)
 
 
 def test_the_mutant_still_refuses_a_second_change_while_one_in_its_log_is_uncommitted() -> None:
-    plant(get("conf_change_before_term_commit"))
+    plant(get("conf_change_before_noop"))
     r = leader()
     r.propose_conf_change(ConfChange(ConfChangeOp.REMOVE, "c"))
     with pytest.raises(ConfChangeRejected):

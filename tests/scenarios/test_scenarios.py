@@ -202,7 +202,7 @@ def test_conf_change_race_catches_a_conf_change_before_the_new_leaders_first_com
     # core refuses the change (its empty entry cannot commit: C0's majority is down), so the
     # same seed passes.
     seed, _ = _first_detection(
-        "mutant.conf_change_before_term_commit.conf_change_race_4n",
+        "mutant.conf_change_before_noop.conf_change_race_4n",
         range(4),
         SHORT,
         "Leader Completeness violated|State Machine Safety violated",

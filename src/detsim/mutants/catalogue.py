@@ -198,7 +198,7 @@ def _apply_before_commit(original: Any) -> Any:
 # --- membership --------------------------------------------------------------------------------
 
 
-def _conf_change_before_term_commit(original: Any) -> Any:
+def _conf_change_before_noop(original: Any) -> Any:
     """Ongaro's single-server membership bug (raft-dev, July 2015; the thesis' errata): the
     leader keeps "one change at a time" by looking at its own log (no change in it may be
     uncommitted) but forgets the other rule, that it must first commit an entry of its own
@@ -361,10 +361,10 @@ MUTANTS: Final[tuple[Mutant, ...]] = (
         (Patch(Raft, "_heard_from_leader", _election_timer_not_reset),),
     ),
     Mutant(
-        "conf_change_before_term_commit",
+        "conf_change_before_noop",
         "a new leader changes the configuration before its term's first entry commits "
         "(Ongaro's single-server bug)",
-        (Patch(Raft, "propose_conf_change", _conf_change_before_term_commit),),
+        (Patch(Raft, "propose_conf_change", _conf_change_before_noop),),
     ),
     Mutant(
         "apply_twice_after_restart",
