@@ -857,12 +857,12 @@ async def conf_change_race(f: Faults) -> None:
         the configuration before its term's first commit appends it, and commits it in
         C0 - A with D alone;
     (c) B and D are cut off, C restarts: A and C elect A in C0 - Z (C's log is no newer than
-        A's), and A commits its own term. Right when B's change could not commit (then Z goes
-        away for good, and a spare is added and promoted back to 4 voters in later rounds);
-        two committed histories otherwise (A's removal of Z and B's removal of A at the same
-        index).
+        A's), and A commits its own term. With the correct core that is right: B committed
+        nothing, A's removal of Z commits, Z is retired, and later rounds add and promote a
+        spare back to 4 voters. With the mutant, B and D committed B's change at the index
+        where A now commits another entry: the checks see two committed histories.
     A round gives up (heals, restarts the node it killed) when a step does not happen in
-    SWAP_WAIT_S."""
+    SWAP_WAIT_S; after every round, Z is retired once a leader shows it removed."""
     spares = [n for n in f.cluster.spares]
 
     async def once() -> None:
