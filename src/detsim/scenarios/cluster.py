@@ -131,7 +131,10 @@ class StoreCluster:
             data_dir=DATA_DIR,
             join=nid in self.spares,
             secret=SECRET,
-            peer_client_addrs={p: (self.ips[p], CLIENT_PORT) for p in self.ids if p != nid},
+            # Not the spares': theirs reach the others in their ADDLEARNER (nemesis._add_learner).
+            peer_client_addrs={
+                p: (self.ips[p], CLIENT_PORT) for p in self.ids if p != nid and p not in self.spares
+            },
             request_timeout_s=self.request_timeout_s,
             snapshot_threshold_entries=self.snapshot_threshold_entries,
             observer=InvariantsObserver(

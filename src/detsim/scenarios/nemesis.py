@@ -42,7 +42,7 @@ from collections.abc import Awaitable, Callable
 from typing import Final
 
 import detsim.sim.trace as trace
-from detsim.scenarios.cluster import RAFT_PORT, StoreCluster
+from detsim.scenarios.cluster import CLIENT_PORT, RAFT_PORT, StoreCluster
 from detsim.sim.config import DiskConfig
 
 MAX_ACTIONS: Final = 10_000  # nemesis actions per run (a loop bound; runs need far fewer)
@@ -790,6 +790,14 @@ async def _admin(f: Faults, *args: str) -> bool:
     return ok
 
 
+async def _add_learner(f: Faults, nid: str) -> bool:
+    """RAFT.ADDLEARNER with the spare's Raft and client addresses: the others know where a
+    member added at run time serves clients only from its change (scenarios' NodeConfigs list
+    the initial voters' client addresses alone), so writes reach it when it leads."""
+    ip = f.cluster.ips[nid]
+    return await _admin(f, "RAFT.ADDLEARNER", nid, f"{ip}:{RAFT_PORT}", f"{ip}:{CLIENT_PORT}")
+
+
 def _retire(f: Faults, nid: str) -> None:
     """A removed member stops for good and leaves the invariant checker's bookkeeping."""
     f.retired.add(nid)
@@ -818,9 +826,11 @@ async def membership_churn(f: Faults) -> None:
             victim = f.leader_or_any() if f.rng.random() < 0.3 else f.rng.choice(candidates)
             if await _admin(f, "RAFT.REMOVE", victim):
                 _retire(f, victim)
+            else:  # a REMOVE that timed out may still commit: a removed node is retired
+                await _retire_if_removed(f, victim)
         elif spares:
             nid = spares.pop(0)
-            await _admin(f, "RAFT.ADDLEARNER", nid, f"{f.cluster.ips[nid]}:{RAFT_PORT}")
+            await _add_learner(f, nid)
 
     await f.periodically(once)
 
@@ -838,7 +848,11 @@ async def remove_leader(f: Faults) -> None:
             if await _admin(f, "RAFT.REMOVE", lead):
                 _retire(f, lead)
                 nid = spares.pop(0)
-                await _admin(f, "RAFT.ADDLEARNER", nid, f"{f.cluster.ips[nid]}:{RAFT_PORT}")
+                await _add_learner(f, nid)
+            else:  # a REMOVE that timed out may still commit: a removed node is retired
+                await _retire_if_removed(f, lead)
+        elif len(voters) < len(f.cluster.initial_voters) and spares:
+            await _add_learner(f, spares.pop(0))  # (after a REMOVE that did not answer OK)
 
     await f.periodically(once)
 
@@ -872,7 +886,7 @@ async def conf_change_race(f: Faults) -> None:
             await _admin(f, "RAFT.PROMOTE", learners[0])
         elif len(voters) < CONF_RACE_VOTERS and spares and a is not None:
             nid = spares.pop(0)
-            await _admin(f, "RAFT.ADDLEARNER", nid, f"{f.cluster.ips[nid]}:{RAFT_PORT}")
+            await _add_learner(f, nid)
         elif len(voters) == CONF_RACE_VOTERS and a is not None:
             others = [n for n in voters if n != a]
             f.rng.shuffle(others)
