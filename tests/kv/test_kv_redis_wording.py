@@ -33,6 +33,8 @@ OURS_ONLY = {
     "RAFT.ADDLEARNER n4",
     "RAFT.ADDLEARNER n4 nowhere",
     "RAFT.ADDLEARNER n4 host:99999",
+    "RAFT.ADDLEARNER n4 h:1 h:2 h:3",
+    "RAFT.ADDLEARNER n4 h:1 nowhere",
     "SELECT 1",  # one database
     "client kill x",  # not implemented here: an unknown subcommand
     "CLIENT SETINFO color red",  # Redis >= 7.2; Debian 12 packages 7.0
