@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 
 import pytest
@@ -274,3 +275,33 @@ def test_outcomes_and_misuse_are_different_classes():
     with pytest.raises(detsim.SimulationError) as info:
         sim.node("nope")
     assert not isinstance(info.value, RunOutcome)  # misuse: a plain SimulationError
+
+
+def test_a_restart_from_a_finally_at_teardown_leaves_no_coroutine_never_awaited():
+    # At the end of a run the simulator closes every pending coroutine; a `finally` there that
+    # restarts a node (a nemesis healing in `finally`) creates an init no one will run: it is
+    # closed too, not left for Python to report "never awaited" at some later collection.
+
+    async def init():
+        await asyncio.sleep(100)
+
+    sim = Simulation(seed=1)
+    sim.add_node("n1", ip="10.0.0.1", init=init)
+    c1 = sim.add_node("c1", ip="10.0.9.1")
+
+    async def nemesis():
+        try:
+            sim.kill("n1")
+            await asyncio.sleep(1000)
+        finally:
+            sim.restart("n1")
+
+    async def main():
+        c1.spawn(nemesis())
+        await asyncio.sleep(1)
+
+    sim.run(main())
+    boot = sim.node("n1").boot
+    assert boot is not None and boot.main_task is not None  # the restart's boot
+    coro = boot.main_task.get_coro()
+    assert inspect.getcoroutinestate(coro) == inspect.CORO_CLOSED  # never started, closed

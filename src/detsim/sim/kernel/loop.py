@@ -59,6 +59,7 @@ MAX_READY_CALLBACKS = 5_000_000  # callbacks ready in one round: past it, a runa
 MAX_TIMERS = 5_000_000  # pending timers across the world
 MAX_LIVE_BOOTS = 1_024  # one a host, plus the kernel's and the supervisor's
 MAX_DEAD_TASKS = 1_000_000  # tasks of killed or crashed boots, kept until the end of the run
+MAX_TEARDOWN_PASSES = 100  # closing pending coroutines at the end may start more: passes at most
 _MIN_SCHEDULED_TIMER_HANDLES = 100
 _MIN_CANCELLED_TIMER_HANDLES_FRACTION = 0.5
 
@@ -596,17 +597,26 @@ class SimLoop(asyncio.BaseEventLoop):
         the simulation; anything they schedule or send is dropped with the loop's queues.
         """
         self._frozen = True
-        tasks = list(self._graveyard)
-        for boot in self._boots.values():
-            tasks.extend(boot.tasks.values())
-        self._graveyard.clear()
-        pending = [task for task in tasks if not task.done()]
-        if pending:  # a loop that never ran (a library's new_event_loop) has nothing to close
+        closed: set[asyncio.Task[Any]] = set()
+        # A `finally` run by a close may start more (a nemesis restarting a node in `finally`):
+        # close those too, pass after pass, so no coroutine is left for a later collection to
+        # report "never awaited". Each pass closes at least one task or ends the loop.
+        for _ in range(MAX_TEARDOWN_PASSES):
+            tasks = list(self._graveyard)
+            for boot in self._boots.values():
+                tasks.extend(boot.tasks.values())
+            self._graveyard.clear()
+            pending = [task for task in tasks if not task.done() and task not in closed]
+            if not pending:  # (a loop that never ran, a library's new_event_loop, has none)
+                break
             with _WorldEntered(self, inside_another=True):
                 for task in pending:
+                    closed.add(task)
                     task._log_destroy_pending = False  # type: ignore[attr-defined]
                     with contextlib.suppress(BaseException):  # the world is gone; nothing to tell
                         task.get_coro().close()
+        else:
+            logger.warning("teardown: coroutines still start after %d passes", MAX_TEARDOWN_PASSES)
         self._ready.clear()
         self._spare_ready.clear()
         self._scheduled.clear()
