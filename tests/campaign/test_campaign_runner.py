@@ -88,9 +88,10 @@ def test_worker_shows_only_errors_of_the_code_under_test() -> None:
         "import logging\n"
         "from detsim.campaign import pool\n"
         "pool.check_worker()\n"
-        "log = logging.getLogger('detsim.raft.transport')\n"
-        "assert not log.isEnabledFor(logging.WARNING), 'warnings shown'\n"
-        "assert log.isEnabledFor(logging.ERROR), 'errors hidden'\n"
+        "for name in ('detsim.raft.transport', 'detsim.kv.server', 'detsim.fs.records'):\n"
+        "    log = logging.getLogger(name)\n"
+        "    assert not log.isEnabledFor(logging.WARNING), name + ': warnings shown'\n"
+        "    assert log.isEnabledFor(logging.ERROR), name + ': errors hidden'\n"
     )
     env = {**os.environ, "PYTHONHASHSEED": pool.HASH_SEED}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)

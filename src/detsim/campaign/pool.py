@@ -28,9 +28,9 @@ MAX_IN_FLIGHT_PER_JOB = 4
 MAX_JOBS = 256
 
 #: Loggers of the code under test that warn of the faults a nemesis injects on purpose (a reset
-#: connection, a repaired torn tail): thousands of lines a campaign, each fault already in its
-#: run's trace. Workers show their errors only.
-QUIET_LOGGERS = ("detsim.raft", "detsim.kv")
+#: connection, a repaired torn tail of a log segment): thousands of lines a campaign, each fault
+#: already in its run's trace. Workers show their errors only.
+QUIET_LOGGERS = ("detsim.raft", "detsim.kv", "detsim.fs")
 
 OnResult = Callable[[RunResult], None]
 
