@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from detsim import Simulation
 from detsim.check.history import Event
 from detsim.scenarios import checks
 from detsim.scenarios.workload import Appends
@@ -157,3 +158,56 @@ def test_the_term_watch_catches_followers_that_time_out_under_a_live_leader(
             assert "with faults off" in verdict.failure
             return
     raise AssertionError(f"no seed of {name} tripped the term watch: {failures}")
+
+
+def _stops(*stops: tuple[str, BaseException]) -> object:
+    from types import SimpleNamespace
+
+    from detsim.scenarios.cluster import NodeStop
+
+    return SimpleNamespace(
+        stops=[NodeStop(nid, 0, 1.0, error) for nid, error in stops], every_server=[]
+    )
+
+
+def test_node_stops_allows_a_disk_victims_disk_errors_only() -> None:
+    from detsim.fs.records import CorruptRecordError
+
+    full = OSError(28, "No space left on device")
+    allowed = _stops(("n1", full), ("n1", CorruptRecordError("/data/x", 10, "bad crc")))
+    assert checks.node_stops(allowed, {"n1"}) == []  # type: ignore[arg-type]
+    # The same error on a node whose disk was fine, or a bug on the victim, is reported.
+    assert len(checks.node_stops(_stops(("n2", full)), {"n1"})) == 1  # type: ignore[arg-type]
+    bug = _stops(("n1", ValueError("append at 100: outside (85, 87] of the log")))
+    assert "ValueError" in checks.node_stops(bug, {"n1"})[0]  # type: ignore[arg-type]
+    invariant = _stops(("n1", AssertionError("Leader Completeness violated")))
+    assert len(checks.node_stops(invariant, {"n1"})) == 1  # type: ignore[arg-type]
+
+
+@pytest.mark.detsim(seeds=2)
+async def test_a_node_whose_disk_fills_stops_like_a_process_and_boots_again(
+    sim: Simulation,
+) -> None:
+    # ENOSPC out of the Raft storage ends the node's process (recorded, the host down), not
+    # the whole run; a boot on a healthy disk brings it back into the cluster.
+    from detsim import DiskConfig
+    from detsim.scenarios.cluster import StoreCluster
+
+    cluster = StoreCluster(sim, 3)
+    assert await cluster.until(lambda: cluster.agreed_leader() is not None, 30.0)
+    victim = next(n for n in cluster.ids if n != cluster.agreed_leader())
+    sim.set_disk(victim, DiskConfig(capacity=sim.node(victim).disk.used_bytes))
+    for i in range(20):  # writes the victim must append: its log cannot grow
+        await cluster.command(cluster.agreed_leader() or "n1", "SET", f"k{i}", "v")
+    assert await cluster.until(lambda: not sim.node(victim).alive, 30.0)
+    assert [type(s.error) for s in cluster.stops] == [OSError]
+    assert checks.node_stops(cluster, {victim}) == []
+    sim.set_disk(victim, DiskConfig())
+    sim.restart(victim)
+    assert await cluster.until(lambda: cluster.agreed_leader() is not None, 30.0)
+    leader = cluster.agreed_leader()
+    assert leader is not None and await cluster.command(leader, "SET", "after", "v") is True
+    commit = cluster.rafts[leader].core.commit
+    assert await cluster.until(
+        lambda: cluster.running(victim) and cluster.rafts[victim].core.applied >= commit, 30.0
+    )

@@ -46,6 +46,7 @@ from detsim.check import check_history
 from detsim.check.checker import CheckResult
 from detsim.check.history import Event, Value
 from detsim.check.raft import RaftInvariantViolation
+from detsim.fs.records import CorruptRecordError
 from detsim.scenarios.cluster import StoreCluster, view
 from detsim.scenarios.workload import Appends
 
@@ -90,10 +91,16 @@ def term_changes(before: Mapping[str, int], after: Mapping[str, int]) -> list[st
     ][:MAX_LINES]
 
 
+#: What a node may stop on when its disk is faulty (full, corrupt reads, torn tails): the disk's
+#: own errors and the storage's refusal to carry on from damage. Anything else is a bug.
+DISK_ERRORS: Final = (OSError, CorruptRecordError)
+
+
 def node_stops(cluster: StoreCluster, disk_victims: set[str]) -> list[str]:
     lines = []
     for stop in cluster.stops:
-        if isinstance(stop.error, AssertionError) or stop.node_id not in disk_victims:
+        allowed = stop.node_id in disk_victims and isinstance(stop.error, DISK_ERRORS)
+        if not allowed:
             lines.append(f"node stopped: {stop}")
     for nid, boot, server in cluster.every_server:
         if server.stats.internal_errors:

@@ -162,9 +162,16 @@ class StoreCluster:
                 await run_node(raft, server)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
+            except AssertionError as exc:  # an invariant or an assert: a bug, the run fails now
                 self.stops.append(NodeStop(nid, boot, self.sim.now, exc))
                 raise
+            except Exception as exc:
+                # The process exits on an error (a full disk, corruption it refuses to carry
+                # on from): the host is down until the nemesis or the liveness phase boots it
+                # again. checks.node_stops judges it at the end: allowed only for a disk
+                # victim's disk errors.
+                self.stops.append(NodeStop(nid, boot, self.sim.now, exc))
+                self.sim.kill(nid)
 
         return init
 
