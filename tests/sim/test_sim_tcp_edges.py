@@ -243,3 +243,31 @@ def test_a_reset_after_the_syn_ack_before_the_client_runs_fails_its_connect(kill
         return len(c1.boot.endpoints)
 
     assert sim.run(main()) == 0
+
+
+def _refused_while_paused_then_killed() -> None:
+    sim = Simulation(seed=1, net=NetConfig(latency=(0.01, 0.01)))
+    sim.add_node("n1", ip="10.0.0.1")  # no listener: the SYN is refused
+    c1 = sim.add_node("c1", ip="10.0.0.2")
+
+    async def main():
+        c1.spawn(asyncio.open_connection("n1", 7000))
+        await asyncio.sleep(0.005)
+        sim.pause(c1)
+        await asyncio.sleep(0.1)  # the refusal arrives at 0.02, while c1 is paused
+        sim.kill(c1)
+        await asyncio.sleep(0.1)
+
+    sim.run(main())
+
+
+def test_a_refused_connect_of_a_host_paused_then_killed_logs_nothing(caplog):
+    """The refusal reaches a paused client, whose host is then killed: the connecting task never
+    runs again, so nothing retrieves the simulator's own connect waiter. That is no program's
+    unretrieved exception: asyncio must not log "Future exception was never retrieved"."""
+    import gc
+
+    with caplog.at_level("ERROR", logger="asyncio"):
+        _refused_while_paused_then_killed()
+        gc.collect()
+    assert "never retrieved" not in caplog.text

@@ -490,8 +490,9 @@ class TcpStack:
     def _refused(self, ep: Endpoint, waiter: asyncio.Future[Endpoint]) -> None:
         if not waiter.done() and ep.boot.alive:  # a dead boot's connect has no one to tell
             ip, port = ep.peer_addr
-            waiter.set_exception(
-                ConnectionRefusedError(errno.ECONNREFUSED, f"Connect call failed ({ip!r}, {port})")
+            _fail_connect(
+                waiter,
+                ConnectionRefusedError(errno.ECONNREFUSED, f"Connect call failed ({ip!r}, {port})"),
             )
 
     def _established(self, ep: Endpoint, waiter: asyncio.Future[Endpoint]) -> None:
@@ -512,8 +513,8 @@ class TcpStack:
         if not waiter.done() and ep.boot.alive:
             ip, port = ep.peer_addr
             self.loop.record_for(ep.node.name, "connect_timeout", dst=f"{ip}:{port}")
-            waiter.set_exception(
-                TimeoutError(errno.ETIMEDOUT, f"Connect call timed out ({ip!r}, {port})")
+            _fail_connect(
+                waiter, TimeoutError(errno.ETIMEDOUT, f"Connect call timed out ({ip!r}, {port})")
             )
 
     def pair(self, a: Endpoint, b: Endpoint) -> None:
@@ -743,7 +744,7 @@ class TcpStack:
             exc = ConnectionRefusedError(
                 errno.ECONNREFUSED, f"Connect call failed ({ip!r}, {port}): reset in the handshake"
             )
-        waiter.set_exception(exc)
+        _fail_connect(waiter, exc)
 
     # --- callbacks on the receiving boot ---------------------------------------------------
 
@@ -1105,3 +1106,11 @@ class SimTransport(asyncio.Transport):
 
 def _fmt(addr: tuple[str, int]) -> str:
     return f"{addr[0]}:{addr[1]}"
+
+
+def _fail_connect(waiter: asyncio.Future[Endpoint], exc: OSError) -> None:
+    """Fail a connect. The waiter is the simulator's own: only the connecting task awaits it,
+    and it always does unless its host dies first (paused, then killed), so an unretrieved
+    exception here is nobody's mistake: asyncio must not log it as one."""
+    waiter.set_exception(exc)
+    waiter._log_traceback = False  # (result() still raises)
