@@ -236,13 +236,16 @@ class StoreCluster:
         voters, learners = self.members()
         return "; ".join(parts) + f" (voters {voters}, learners {learners})"
 
-    async def until(self, cond: Callable[[], bool], timeout_s: float) -> bool:
-        """Poll `cond` on the virtual clock; False when `timeout_s` passed first."""
+    async def until(
+        self, cond: Callable[[], bool], timeout_s: float, *, poll_s: float = POLL_S
+    ) -> bool:
+        """Poll `cond` every `poll_s` on the virtual clock; False when `timeout_s` passed
+        first. (A nemesis timing a fault to a window of tens of ms polls faster.)"""
         deadline = self.sim.now + timeout_s
         while not cond():
             if self.sim.now >= deadline:
                 return False
-            await asyncio.sleep(POLL_S)
+            await asyncio.sleep(poll_s)
         return True
 
     # --- clients -------------------------------------------------------------------------------

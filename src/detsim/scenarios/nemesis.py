@@ -161,6 +161,16 @@ class Faults:
         self.act("latency", latency_s=list(self.base_latency_s), links=len(self.slowed))
         self.slowed = []
 
+    def end_round(self, *, heal: bool) -> None:
+        """What a targeted round (figure8, crash_mid_election, conf_change_race) leaves behind,
+        undone, whether it finished or gave up: cuts healed (if it made any), slowed links
+        restored, the nodes it took down booted again."""
+        if heal:
+            self.sim.net.heal()
+        self.restore_links()
+        for nid in sorted(self.down):
+            self.start(nid)
+
     async def periodically(self, action: Callable[[], Awaitable[None]]) -> None:
         """Run `action` every drawn interval until the phase ends."""
         while self.active():
@@ -329,7 +339,9 @@ async def mute_leader_kill_new(f: Faults) -> None:
         f.act("clog", shape="leader_out", links=[[old, o] for o in others])
         slow_s = round(f.rng.uniform(*MUTE_SLOW_LINK_S), 3)
         f.slow_links([(x, y) for x in others for y in others if x != y], slow_s)
-        if await _until_fast(f, lambda: _committed_in_term(f, others) is not None, SWAP_WAIT_S):
+        if await f.cluster.until(
+            lambda: _committed_in_term(f, others) is not None, SWAP_WAIT_S, poll_s=FAST_POLL_S
+        ):
             new = _committed_in_term(f, others)
             assert new is not None and new != old
             f.sim.net.heal()
@@ -511,10 +523,7 @@ async def figure8(f: Faults) -> None:
         try:
             await _figure8_round(f)
         finally:
-            f.sim.net.heal()
-            f.restore_links()
-            for nid in sorted(f.down):
-                f.start(nid)
+            f.end_round(heal=True)
 
     await f.periodically(once)
 
@@ -573,16 +582,6 @@ async def _figure8_round(f: Faults) -> None:
     await f.cluster.until(lambda: _committed_in_term(f, [m, *lagging]) is not None, SWAP_WAIT_S)
 
 
-async def _until_fast(f: Faults, cond: Callable[[], bool], timeout_s: float) -> bool:
-    """`cluster.until` polling every FAST_POLL_S: for windows of tens of milliseconds."""
-    deadline = f.sim.now + timeout_s
-    while not cond():
-        if f.sim.now >= deadline:
-            return False
-        await asyncio.sleep(FAST_POLL_S)
-    return True
-
-
 def _slow_link_s(f: Faults) -> float:
     return round(f.rng.uniform(*FIGURE8_SLOW_LINK_S), 3)
 
@@ -612,9 +611,7 @@ async def crash_mid_election(f: Faults) -> None:
         try:
             await _crash_mid_election_round(f)
         finally:
-            f.restore_links()
-            for nid in sorted(f.down):
-                f.start(nid)
+            f.end_round(heal=False)
 
     await f.periodically(once)
 
@@ -893,10 +890,7 @@ async def conf_change_race(f: Faults) -> None:
             try:
                 await _conf_change_race_round(f, a, others)
             finally:
-                f.sim.net.heal()
-                f.restore_links()
-                for nid in sorted(f.down):
-                    f.start(nid)
+                f.end_round(heal=True)
             await _retire_if_removed(f, others[0])
 
     await f.periodically(once)
@@ -912,7 +906,9 @@ async def _conf_change_race_round(f: Faults, a: str, others: list[str]) -> None:
     stuck = asyncio.ensure_future(f.cluster.command(a, "RAFT.REMOVE", z))
     try:
         core_a = f.cluster.rafts[a].core
-        if not await _until_fast(f, lambda: z not in core_a.conf.voters, SWAP_WAIT_S):
+        if not await f.cluster.until(
+            lambda: z not in core_a.conf.voters, SWAP_WAIT_S, poll_s=FAST_POLL_S
+        ):
             return
         # (b) the others elect B; C dies before B's first append reaches it; B removes A.
         f.slow_links([(x, y) for x in others for y in others if x != y], _slow_link_s(f))
