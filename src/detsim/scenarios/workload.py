@@ -30,7 +30,7 @@ import redis.asyncio
 import redis.exceptions
 
 from detsim.check.history import CAS_MISMATCH, Event, Value
-from detsim.check.recorder import HistoryLog, Recorder
+from detsim.check.recorder import UNKNOWN_OUTCOME, HistoryLog, Recorder
 from detsim.kv.limits import MAX_WRITE_PAYLOAD_BYTES
 from detsim.raft.core.config import RaftConfig
 from detsim.scenarios.cluster import StoreCluster
@@ -53,14 +53,6 @@ RAFT_ENTRY_BYTES: Final = min(
     BIG_VALUE_BYTES, getattr(RaftConfig(node_id="n"), "max_entry_bytes", BIG_VALUE_BYTES) - 1024
 )
 BIG_VALUE_P: Final = 0.4  # the share of puts that are big, in a big-values shape
-_UNKNOWN_OUTCOME: Final = (
-    redis.exceptions.TimeoutError,
-    redis.exceptions.ConnectionError,
-    ConnectionError,
-    TimeoutError,
-    OSError,
-    EOFError,
-)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -236,7 +228,7 @@ class Slot:
             pipe.execute_command(*_command(op))
         try:
             replies = await pipe.execute(raise_on_error=False)
-        except _UNKNOWN_OUTCOME as exc:
+        except UNKNOWN_OUTCOME as exc:  # the recorder's list: the same outcomes are unknown
             return [self._retire(k, op, f"{type(exc).__name__}: {exc}") for k, op in enumerate(ops)]
         except BaseException as exc:  # cancelled or a bug: the ops may have been sent
             for k, op in enumerate(ops):
