@@ -18,6 +18,7 @@ from __future__ import annotations
 import enum
 from collections import deque
 from dataclasses import dataclass
+from typing import Final
 
 from detsim.raft.core.messages import SnapshotMeta
 
@@ -79,12 +80,17 @@ class SnapshotStream:
     rewound_at: int = -1
 
 
+#: `Progress.last_heard_tick` of a member not heard from since this leader took over.
+NEVER_HEARD: Final = -(1 << 62)
+
+
 class Progress:
     """One member's replication state as seen by the leader."""
 
     __slots__ = (
         "inflights",
         "is_learner",
+        "last_heard_tick",
         "match",
         "next",
         "probe_sent",
@@ -99,6 +105,7 @@ class Progress:
         self.state = ProgressState.PROBE
         self.probe_sent = False  # PROBE: an append is out, wait for its answer or a heartbeat
         self.recent_active = False  # heard from it since the last CheckQuorum round
+        self.last_heard_tick = NEVER_HEARD  # the leader's tick when it last answered
         self.inflights = Inflights(max_inflight)
         self.is_learner = is_learner
         self.stream: SnapshotStream | None = None
