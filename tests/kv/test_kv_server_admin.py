@@ -42,7 +42,8 @@ async def test_membership_transfer_and_snapshot(sim: detsim.Simulation) -> None:
     assert await c.command("n4", "GET", "k7") == b"v7"  # a learner serves linearizable reads
     assert await c.command("n4", "SET", "from-learner", "1") is True  # and forwards writes
 
-    assert await c.command(lead, "RAFT.PROMOTE", "n4") == b"OK"
+    reply = await c.command(lead, "RAFT.PROMOTE", "n4")
+    assert reply == b"OK", str(reply)
     assert (await status(c, lead))["voters"] == ["n1", "n2", "n3", "n4"]
 
     assert await c.command(follower, "RAFT.TRANSFER", "n4") == b"OK"
@@ -61,10 +62,16 @@ async def test_membership_transfer_and_snapshot(sim: detsim.Simulation) -> None:
     # serves clients (the snapshot carries the address books): its writes reach n4.
     other = next(n for n in c.voters if n != lead and n != follower)
     assert isinstance(await c.command(other, "RAFT.SNAPSHOT"), int)
+    boot = c.boots[other]
     sim.restart(other)
-    await c.until(
-        lambda: c.rafts[other].running and c.rafts[other].core.leader == "n4", 20.0, "back"
+    await c.until(  # the new boot's RaftNode (c.rafts holds the killed one until init runs)
+        lambda: (
+            c.boots[other] > boot and c.rafts[other].running and c.rafts[other].core.leader == "n4"
+        ),
+        20.0,
+        "back",
     )
     assert c.rafts[other].core.log.snapshot.index >= snap
-    assert await c.command(other, "SET", "after-restart", "1") is True
+    reply = await c.command(other, "SET", "after-restart", "1")
+    assert reply is True, str(reply)
     await c.finish()
