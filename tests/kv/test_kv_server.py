@@ -57,6 +57,7 @@ async def test_every_command_on_the_leader_and_a_follower(sim: detsim.Simulation
             out["getname"] = await r.client_getname()
             out["client_id"] = isinstance(await r.client_id(), int)
             out["info"] = (await r.info("raft"))["raft_role"]
+            out["raftstats"] = await r.info("raftstats")
             out["status"] = json.loads(await r.execute_command("RAFT.STATUS"))
             try:
                 await r.incr(f"{nid}:k")
@@ -78,6 +79,12 @@ async def test_every_command_on_the_leader_and_a_follower(sim: detsim.Simulation
         assert (out["cas_ok"], out["cas_no"]) == (1, 0)
         assert out["mset"] is True
         assert out["mget"] == [b"1", b"2", None]
+        stats = out["raftstats"]
+        assert isinstance(stats, dict)
+        # This node's own counters: it ran Readies and exchanged messages with its peers.
+        assert stats["raft_driver_readies"] > 0 and stats["raft_driver_syncs"] > 0
+        assert stats["raft_transport_messages_sent"] > 0
+        assert stats["raft_transport_malformed_frame"] == 0
         assert (out["exists"], out["del"]) == (2, 1)
         assert out["getname"] is None and out["client_id"] is True
         assert out["incr_err"] == "value is not an integer or out of range"

@@ -695,7 +695,19 @@ class KVServer:
             ("Clients", clients),
             ("Stats", stats),
             ("Raft", raft),
+            ("RaftStats", self._raft_stats()),
             ("Keyspace", keyspace),
+        ]
+
+    def _raft_stats(self) -> list[tuple[str, object]]:
+        """The Raft driver's and transport's counters (`INFO raftstats`): how many Readies,
+        fsyncs, messages per request, and every drop by its reason."""
+        if not self.raft.running:
+            return []
+        driver = dataclasses.asdict(self.raft.stats)
+        transport = dataclasses.asdict(self.raft.transport.stats)
+        return [(f"raft_driver_{k}", v) for k, v in driver.items()] + [
+            (f"raft_transport_{k}", v) for k, v in transport.items()
         ]
 
 
