@@ -133,6 +133,33 @@ def test_three_nodes_exchange_over_one_connection_per_pair(seed: int) -> None:
 
 
 @pytest.mark.parametrize("seed", SEEDS)
+def test_a_send_while_the_pump_waits_is_written_at_once_and_order_is_kept(seed: int) -> None:
+    """An idle connection takes a frame inside `send` (no loop turn of the pump first: one turn
+    per hop of every write, measured in BENCHMARKS.md); frames sent while earlier ones still
+    wait queue behind them, so a burst arrives whole and in order."""
+    sim = Simulation(seed=seed)
+    world = build(sim, ["n1", "n2"])
+
+    def send_now(terms: range) -> tuple[int, int]:
+        t = world.transports["n1"]
+        before = t.stats.messages_sent
+        for term in terms:
+            t.send(Heartbeat("n1", "n2", term))
+        return t.stats.messages_sent - before, t.queued("n2")
+
+    async def main() -> None:
+        await exchange(world, "n1", "n2", 1)
+        await asyncio.sleep(0.5)  # the pump is parked, nothing in flight
+        assert await world.on("n1", lambda: send_now(range(10, 11))) == (1, 0)
+        written, queued = await world.on("n1", lambda: send_now(range(11, 61)))
+        assert written + queued == 50  # the first frame may still be in the socket: queued
+        await world.until(lambda: world.terms("n2", "n1")[-1:] == [60])
+        assert world.terms("n2", "n1") == [1, *range(10, 61)]  # none lost, none reordered
+
+    sim.run(main())
+
+
+@pytest.mark.parametrize("seed", SEEDS)
 def test_simultaneous_dials_settle_on_the_smaller_ids_connection(seed: int) -> None:
     # Both sides dial at once (the fallback delay is zero): every pair still ends with one
     # connection, the same at both ends, and messages flow over it.

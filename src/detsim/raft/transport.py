@@ -45,9 +45,14 @@ that sent nothing for `PING_INTERVAL_S`, and closes one that received nothing fo
 `IDLE_TIMEOUT_S` or whose writes have not drained for `SEND_TIMEOUT_S`. (No timer per frame: the
 hot path is a write per batch of frames and a read per TCP chunk, parsed from a buffer.)
 
-Sending never blocks the Raft loop: `send` encodes, appends to the peer's queue and returns. A
-queue over `MAX_SEND_QUEUE_MESSAGES` or `MAX_SEND_QUEUE_BYTES` drops its *oldest* frames (Raft
-tolerates loss, and newer messages carry newer state), counted in `stats.dropped_queue_full`.
+Sending never blocks the Raft loop: `send` encodes, appends to the peer's queue and returns;
+when the peer's writer task is parked (nothing queued, nothing in the socket's buffer), `send`
+hands the frame to the connection itself, so a message leaves in the call that sent it and not a
+loop turn later (one turn per hop of every write, at one client: BENCHMARKS.md). A write the
+socket cannot take at once stays in asyncio's buffer and the sends after it queue, so frames
+leave in order. A queue over `MAX_SEND_QUEUE_MESSAGES` or `MAX_SEND_QUEUE_BYTES` drops its
+*oldest* frames (Raft tolerates loss, and newer messages carry newer state), counted in
+`stats.dropped_queue_full`.
 One task per peer dials (exponential backoff from `BACKOFF_INITIAL_S` to `BACKOFF_MAX_S`,
 jittered through `random`, which a simulation seeds) and writes the queue to the connection.
 
@@ -343,6 +348,8 @@ class _Peer:
     conn: _Conn | None = None
     wakeup: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
+    # The pump waits for the queue (not for a drain): `send` may write to `conn` itself.
+    parked: bool = False
 
 
 class Transport:
@@ -496,6 +503,21 @@ class Transport:
                 f"{type(msg).__name__} to {msg.to}: {len(payload)} bytes > {MAX_FRAME_BYTES}"
             )
         data = frame(payload)
+        conn = peer.conn
+        if (
+            peer.parked
+            and not peer.queue
+            and conn is not None
+            and not conn.closed
+            and conn.writer.transport.get_write_buffer_size() == 0
+        ):
+            # The pump is parked and the socket keeps up: write now (the kernel takes it at
+            # once) rather than wake the pump a loop turn later. A write it cannot take at once
+            # stays in the transport's buffer, and later sends queue behind it for the pump.
+            conn.writer.write(data)
+            self.stats.messages_sent += 1
+            conn.last_sent_s = asyncio.get_running_loop().time()
+            return
         peer.queue.append(data)
         peer.queued_bytes += len(data)
         while len(peer.queue) > MAX_SEND_QUEUE_MESSAGES or peer.queued_bytes > MAX_SEND_QUEUE_BYTES:
@@ -711,7 +733,11 @@ class Transport:
             while peer.conn is conn and not conn.closed:
                 if not peer.queue:
                     peer.wakeup.clear()
-                    await peer.wakeup.wait()
+                    peer.parked = True
+                    try:
+                        await peer.wakeup.wait()
+                    finally:
+                        peer.parked = False
                     continue
                 batch = self._take_batch(peer)
                 writer.write(b"".join(batch))
