@@ -400,6 +400,12 @@ class Cluster:
                 return
         raise AssertionError(f"stabilize did not converge in {MAX_STABILIZE_ROUNDS} rounds")
 
+    def spread_commit(self, leader: str) -> None:
+        """One heartbeat interval of `leader`, then stabilize: the followers learn its commit
+        index (a new commit is not broadcast, it rides the next append or heartbeat)."""
+        self.tick(leader, self.nodes[leader].core.config.heartbeat_ticks)
+        self.stabilize()
+
     # --- faults ----------------------------------------------------------------------------
 
     def partition(self, groups: list[list[str]]) -> None:

@@ -1139,6 +1139,7 @@ def test_restart_of_every_node_resumes_from_hard_state_snapshot_log_and_applied(
     leader = next(n for n in ("1", "2") if c.nodes[n].core.role_name == "leader")
     c.call(leader, lambda r: r.propose(b"after restart"))
     c.stabilize()
+    c.spread_commit(leader)
     assert c.nodes["1"].storage.sm[-1] == c.nodes["2"].storage.sm[-1] == b"after restart"
 
 

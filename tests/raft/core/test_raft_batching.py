@@ -52,6 +52,7 @@ def test_proposals_between_readies_leave_in_one_append_per_follower() -> None:
     c.nodes["1"].held = rd
     c.finish_ready("1")
     c.stabilize()
+    c.spread_commit("1")
     for node_id in ("1", "2", "3"):
         assert sm_of(c, node_id)[-PROPOSALS:] == [b"p%d" % k for k in range(PROPOSALS)]
 
@@ -75,6 +76,7 @@ def test_merged_appends_keep_the_entry_and_in_flight_bounds() -> None:
     c.finish_ready("1")
     c.stabilize()
     assert leader.commit == first + PROPOSALS - 1
+    c.spread_commit("1")
     for node_id in ("2", "3"):
         assert sm_of(c, node_id)[-PROPOSALS:] == [b"p%d" % k for k in range(PROPOSALS)]
 

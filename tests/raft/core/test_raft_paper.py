@@ -234,8 +234,35 @@ def test_followers_apply_what_the_leader_committed() -> None:
     c = cluster()
     c.nodes["1"].core.propose(b"x")
     c.stabilize()
+    assert c.nodes["1"].storage.sm == [b"x"]
+    c.spread_commit("1")
     for node_id in ("1", "2", "3"):
         assert c.nodes[node_id].storage.sm == [b"x"]
+
+
+def test_the_commit_index_rides_future_appends_and_heartbeats() -> None:
+    """§5.3: "The leader keeps track of the highest index it knows to be committed, and it
+    includes that index in future AppendEntries RPCs (including heartbeats) so that the other
+    servers eventually find out." No message is sent only to announce a commit."""
+    c = cluster()
+    c.nodes["1"].core.propose(b"x")
+    c.stabilize()
+    leader_commit = c.nodes["1"].core.commit
+    assert [c.nodes[n].core.commit for n in ("2", "3")] == [leader_commit - 1] * 2
+    c.nodes["1"].core.propose(b"y")  # the next append carries the commit of x
+    c.process_ready("1")
+    appends = [m for m in c.queue if isinstance(m, AppendRequest)]
+    assert {m.to for m in appends} == {"2", "3"}
+    assert all(m.commit == leader_commit for m in appends)
+    c.stabilize()
+    for node_id in ("2", "3"):
+        assert c.nodes[node_id].storage.sm == [b"x"]  # y: committed at the leader only
+    c.tick("1")  # a heartbeat carries the commit of y
+    c.process_ready("1")
+    assert {m.commit for m in c.queue if isinstance(m, Heartbeat)} == {leader_commit + 1}
+    c.stabilize()
+    for node_id in ("1", "2", "3"):
+        assert c.nodes[node_id].storage.sm == [b"x", b"y"]
 
 
 def test_append_is_idempotent() -> None:

@@ -399,6 +399,7 @@ def test_restart_with_a_commit_past_the_durable_log() -> None:
     c.nodes["1"].core.propose(b"after")
     c.tick("1")
     c.stabilize()
+    c.spread_commit("1")
     assert c.nodes["2"].storage.sm == [b"after"]
 
 
@@ -425,6 +426,7 @@ def test_a_proposal_no_append_could_carry_is_refused() -> None:
         leader.propose(b"x" * (limit + 1))
     index = leader.propose(b"x" * limit)
     c.stabilize()
+    c.spread_commit("1")
     assert c.nodes["3"].storage.applied >= index
 
 

@@ -12,6 +12,16 @@ bounds). etcd's `bcastAppend` is per MsgProp batch; our proposals arrive one cal
 broadcast per call cost a driver that hands over 16 proposals per Ready 16 appends per
 follower instead of one (BENCHMARKS.md, "Raft in the simulator").
 
+A new commit index is not broadcast: followers learn it from the next append or heartbeat
+(every `heartbeat_ticks`), as the paper has it (§5.3: "it includes that index in future
+AppendEntries RPCs (including heartbeats) so that the other servers eventually find out"), and
+as hashicorp/raft does. etcd sends an empty append to every follower on each commit instead;
+with one client that round doubled the messages per write and woke both followers while the
+leader applied and replied: 25% of a write's latency on 2 cores (BENCHMARKS.md, "The store,
+one client"). What it would buy, followers applying sooner, no reader waits for: a follower's
+ReadIndex round is answered by heartbeats that carry the commit index. The exception is a
+leader that steps down after its own removal commits: it tells the followers first.
+
 Roles (`Role`) and what moves between them:
 
 | from          | event                                         | to            |
@@ -758,9 +768,8 @@ class Raft:
                 pr.become_replicate()
         else:
             pr.inflights.free_le(m.index)
-        if self._maybe_commit():
-            self._broadcast_append()
-        elif was_paused:
+        self._maybe_commit()  # followers learn it with the next append or heartbeat (header)
+        if was_paused and self.role is Role.LEADER:
             self._send_append(m.frm, send_if_empty=True)
         if self.role is not Role.LEADER:
             return  # the commit stepped us down (our own removal)
@@ -929,12 +938,11 @@ class Raft:
 
     def _own_entries_durable(self) -> None:
         """The driver made our entries durable: count ourselves for them (thesis §10.2.1; etcd's
-        MsgStorageAppendResp). If that completes a quorum, commit and tell the followers."""
+        MsgStorageAppendResp). If that completes a quorum, commit (the followers learn it with
+        the next append or heartbeat: the module header)."""
         pr = self._progress.get(self.id)
-        if pr is None or not pr.maybe_update(self._durable_last_index()):
-            return
-        if self._maybe_commit():
-            self._broadcast_append()
+        if pr is not None and pr.maybe_update(self._durable_last_index()):
+            self._maybe_commit()
 
     def _maybe_commit(self) -> bool:
         """Commit the highest index a quorum of voters holds, if it is of our term (§5.4.2:
