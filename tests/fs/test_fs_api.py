@@ -71,6 +71,37 @@ def test_real_fsync_async(tmp_path: Path) -> None:
     assert asyncio.run(main()) == b"durable"
 
 
+def test_real_fsync_async_of_a_small_write_stays_on_the_loop_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A thread hand-off costs more than the fsync of a small append (the module's rules):
+    small ones sync on the loop's thread, a large write's in a worker thread."""
+    from detsim.fs import _real
+
+    synced_on: list[int] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        synced_on.append(threading.get_ident())
+        real_fsync(fd)
+
+    monkeypatch.setattr(_real.os, "fsync", recording_fsync)
+
+    async def main() -> None:
+        with fs.open(tmp_path / "f", "wb") as f:
+            f.write(b"x" * _real.INLINE_FSYNC_MAX_BYTES)
+            await f.fsync_async()  # small: on this thread
+            f.write(b"y" * (_real.INLINE_FSYNC_MAX_BYTES + 1))
+            await f.fsync_async()  # large: a worker thread
+            f.write(b"z")
+            await f.fsync_async()  # counted from the last sync: small again
+
+    asyncio.run(main())
+    here = threading.get_ident()
+    assert [t == here for t in synced_on] == [True, False, True]
+    assert (tmp_path / "f").stat().st_size == 2 * _real.INLINE_FSYNC_MAX_BYTES + 2
+
+
 def test_real_errors_and_modes(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="binary"):
         fs.open(tmp_path / "f", "w")
