@@ -114,3 +114,11 @@ def test_counting_replicas_of_old_terms_fails_figure8(monkeypatch: pytest.Monkey
         interp.run(command) == expected for _, command, expected in parse_blocks(path.read_text())
     ]
     assert not all(outputs)
+
+
+def test_keeping_a_conflicting_suffix_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Mutation: a follower assumes the entries it holds match the leader's (no conflicting
+    suffix is ever truncated, §5.3 removed): the Log Matching assertion after an append, or the
+    invariant checker, fails."""
+    monkeypatch.setattr(RaftLog, "find_conflict", lambda self, entries: 0)
+    assert first_failing_seed() is not None

@@ -572,6 +572,12 @@ class Raft:
         appended = self.log.maybe_append(m.prev_index, m.prev_term, m.commit, m.entries)
         if appended is not None:
             last_new, conflict = appended
+            # Log Matching (§5.3): we now hold the leader's entries through last_new.
+            leaders_term = m.entries[-1].term if m.entries else m.prev_term
+            assert self.log.term(last_new) == leaders_term, (
+                f"Log Matching: index {last_new} holds term {self.log.term(last_new)} after an "
+                f"append of term {leaders_term} from {m.frm}"
+            )
             if conflict:
                 self._track_conf_from(conflict)
             self._send(AppendResponse(self.id, m.frm, self.term, index=last_new))
@@ -841,6 +847,14 @@ class Raft:
             entries = self.log.slice(pr.next, hi, self.config.max_append_bytes)
         if not entries and not send_if_empty:
             return False
+        # What leaves is our own log: contiguous after prev_index, no term above ours, and a
+        # commit index we hold entries for.
+        assert not entries or (
+            entries[0].index == prev_index + 1
+            and entries[-1].index == prev_index + len(entries)
+            and prev_term <= entries[0].term <= entries[-1].term <= self.term
+        ), (prev_index, prev_term, entries[0], entries[-1], self.term)
+        assert self.log.committed <= last, (self.log.committed, last)
         self._send(
             AppendRequest(
                 self.id, to, self.term, prev_index, prev_term, tuple(entries), self.log.committed
@@ -1111,6 +1125,9 @@ class Raft:
 
     def _become_leader(self) -> None:
         assert self.role is Role.CANDIDATE
+        # Figure 2: a candidate votes for itself; only voters campaign (learners never do).
+        assert self.vote == self.id, f"leader of term {self.term} without its own vote"
+        assert self.id in self.conf.voters, f"{self.id} leads without being a voter"
         self._reset(self.term)
         self.role = Role.LEADER
         self.leader = self.id
@@ -1168,6 +1185,13 @@ class Raft:
         # (or already durable), so the contract "durable before sent" keeps holding.
         self._flush_proposals()
         hard, soft = self.hard_state(), self._soft_state()
+        prev = self._prev_hard
+        assert hard.term >= prev.term, f"term goes back from {prev.term} to {hard.term}"
+        # One vote per term: within a term, a vote once given (and made durable) stays.
+        assert hard.term > prev.term or prev.vote is None or hard.vote == prev.vote, (
+            f"vote changed within term {hard.term}: {prev.vote} -> {hard.vote}"
+        )
+        assert hard.commit <= self.log.last_index(), (hard.commit, self.log.last_index())
         messages, early = self._order_messages(hard)
         rd = Ready(
             hard_state=hard if hard != self._prev_hard else None,
@@ -1183,6 +1207,12 @@ class Raft:
             dropped_reads=tuple(self._dropped_reads),
             soft_state=soft if soft != self._prev_soft else None,
         )
+        if rd.committed_entries:
+            assert rd.committed_entries[0].index == self.log.applied + 1, (
+                rd.committed_entries[0].index,
+                self.log.applied,
+            )
+            assert rd.committed_entries[-1].index <= hard.commit, rd.committed_entries[-1]
         self._messages, self._chunks, self._read_states, self._dropped_reads = [], [], [], []
         self._pending_snapshot = None
         self._ready_out = rd
