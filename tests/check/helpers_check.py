@@ -8,6 +8,10 @@ the whole history at once (no split by key): it is the reference the fast checke
 from __future__ import annotations
 
 import itertools
+import json
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 from detsim.check.history import Event, Operation, pair_events
@@ -166,3 +170,17 @@ def _legal(order: tuple[Operation, ...]) -> bool:
 
 def brute_events(events: list[Event]) -> bool:
     return brute_force(pair_events(events))
+
+
+def run_script_json(script: str) -> Any:
+    """Run `script` in a fresh interpreter (argv[1]: this folder, for the helpers' import) and
+    parse the JSON it prints; its stderr is the message if it fails."""
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(Path(__file__).resolve().parent)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)

@@ -10,14 +10,11 @@ append-only keys (the growing-key rule) do, and must still be reported not linea
 
 from __future__ import annotations
 
-import json
-import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
-from helpers_check import concurrent_info_writes
+from helpers_check import concurrent_info_writes, run_script_json
 
 from detsim.check import check_history, pair_events
 from detsim.check.checker import _compiled
@@ -31,7 +28,6 @@ from detsim.check.search import (
     config_bytes,
 )
 
-HELPERS = Path(__file__).resolve().parent
 MIB = 1 << 20
 
 
@@ -161,15 +157,7 @@ PEAK_RSS = textwrap.dedent(
 
 
 def test_peak_memory_of_a_bounded_check_stays_bounded() -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", PEAK_RSS, str(HELPERS)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout)
+    result = run_script_json(PEAK_RSS)
     assert result["verdict"] is None and result["reason"] == "search budget"
     assert result["search_bytes"] <= 48 * MIB + _slack(40, 100, 48 * MIB)
     assert result["grew_kib"] < 150 * 1024, result  # linux ru_maxrss is in KiB

@@ -7,16 +7,13 @@ which stands still while a check computes), and its timeout never fired.
 
 from __future__ import annotations
 
-import json
-import subprocess
 import sys
 import textwrap
 import types
-from pathlib import Path
+
+from helpers_check import run_script_json
 
 from detsim.check import _realclock
-
-HELPERS = Path(__file__).resolve().parent
 
 # In a fresh interpreter (so the import really is the first one): inside a running simulation,
 # import the checker, then check a history whose full search takes seconds (16 concurrent
@@ -44,15 +41,7 @@ FIRST_IMPORT_INSIDE_A_RUN = textwrap.dedent(
 
 
 def test_timeout_fires_when_the_checker_is_first_imported_inside_a_simulation() -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", FIRST_IMPORT_INSIDE_A_RUN, str(HELPERS)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout)
+    result = run_script_json(FIRST_IMPORT_INSIDE_A_RUN)
     # On the virtual clock the deadline never passes: the search ran to its verdict (False).
     assert result["verdict"] is None and result["undecided"] == ["x"]
     assert result["seconds"] > 0.0  # real time passed; the virtual clock stood still

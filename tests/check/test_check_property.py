@@ -138,16 +138,7 @@ SETTINGS = settings(
 @SETTINGS
 @given(seed=st.integers(0, 2**32 - 1), n_ops=st.integers(1, 7), corrupt=st.booleans())
 def test_agrees_with_brute_force(seed: int, n_ops: int, corrupt: bool) -> None:
-    rng = random.Random(seed)
-    h = generate(rng, n_ops)
-    if corrupt:
-        _corrupt(rng, h)
-    ops = pair_events(h.events)
-    expected = brute_force(ops)
-    result = check_history(h.events)
-    assert result.linearizable is expected, (h.events, result.explain())
-    if not expected:
-        _check_counterexample(ops, result)
+    _agrees_with_brute_force(random.Random(seed), n_ops, corrupt, _random_op)
 
 
 @SETTINGS
@@ -158,16 +149,7 @@ def test_overwrites_after_open_ops_agree_with_brute_force(
     # One key, mostly puts and deletes, a third of the outcomes unknown: the search never
     # linearizes a put/delete right after an open op (search.py "Overwrites"); the verdict
     # must not change.
-    rng = random.Random(seed)
-    h = generate(rng, n_ops, _overwrite_op, info_p=0.35)
-    if corrupt:
-        _corrupt(rng, h)
-    ops = pair_events(h.events)
-    expected = brute_force(ops)
-    result = check_history(h.events)
-    assert result.linearizable is expected, (h.events, result.explain())
-    if not expected:
-        _check_counterexample(ops, result)
+    _agrees_with_brute_force(random.Random(seed), n_ops, corrupt, _overwrite_op, info_p=0.35)
 
 
 @SETTINGS
@@ -175,8 +157,19 @@ def test_overwrites_after_open_ops_agree_with_brute_force(
 def test_growing_keys_agree_with_brute_force(seed: int, n_ops: int, corrupt: bool) -> None:
     # One key, appends and reads only, a third of the outcomes unknown: the search drops an
     # append the next read cannot see (search.py "Growing keys"); the verdict must not change.
-    rng = random.Random(seed)
-    h = generate(rng, n_ops, _growing_op, info_p=0.35)
+    _agrees_with_brute_force(random.Random(seed), n_ops, corrupt, _growing_op, info_p=0.35)
+
+
+def _agrees_with_brute_force(
+    rng: random.Random,
+    n_ops: int,
+    corrupt: bool,
+    pick: Callable[[random.Random], tuple[str, str, Any]],
+    **generate_options: Any,
+) -> None:
+    """A generated history (corrupted or not): the checker's verdict is brute force's, and a
+    non-linearizable verdict comes with a minimal counterexample."""
+    h = generate(rng, n_ops, pick, **generate_options)
     if corrupt:
         _corrupt(rng, h)
     ops = pair_events(h.events)

@@ -161,20 +161,23 @@ def test_cancel_fails_every_pending_future_and_closes_everything(tmp_path: Path)
     asyncio.run(main())
 
 
+async def boot_durable_kv(tmp_path: Path, disk: dict[str, Any], count: int) -> int:
+    """Run one node on `tmp_path` with a DurableKV on `disk`, write `count` keys, stop; the
+    applied index it reached."""
+    node = RaftNode(config(str(tmp_path)), DurableKV(disk))
+    async with node:
+        await lead(node)
+        for k in range(count):
+            await node.propose(encode_command("set", b"k%d" % k, b"v"))
+        return node.core.applied
+
+
 def test_a_durable_state_machine_is_never_given_an_entry_twice(tmp_path: Path) -> None:
     disk: dict[str, Any] = {}
 
-    async def boot(count: int) -> int:
-        node = RaftNode(config(str(tmp_path)), DurableKV(disk))
-        async with node:
-            await lead(node)
-            for k in range(count):
-                await node.propose(encode_command("set", b"k%d" % k, b"v"))
-            return node.core.applied
-
     async def main() -> None:
-        first = await boot(5)
-        second = await boot(5)
+        first = await boot_durable_kv(tmp_path, disk, 5)
+        second = await boot_durable_kv(tmp_path, disk, 5)
         assert second > first
         seen = disk["seen"]
         assert seen == list(range(1, second + 1)), seen  # each index once, in order
@@ -190,14 +193,6 @@ def test_a_durable_state_machine_ahead_of_a_lagging_durable_commit_index(tmp_pat
     twice; a state machine past the durable *log* still stops it."""
     disk: dict[str, Any] = {}
 
-    async def boot(count: int) -> int:
-        node = RaftNode(config(str(tmp_path)), DurableKV(disk))
-        async with node:
-            await lead(node)
-            for k in range(count):
-                await node.propose(encode_command("set", b"k%d" % k, b"v"))
-            return node.core.applied
-
     async def lose_the_commit_index() -> None:
         storage = Storage(str(tmp_path))
         restored = storage.load()
@@ -207,14 +202,14 @@ def test_a_durable_state_machine_ahead_of_a_lagging_durable_commit_index(tmp_pat
         storage.close()
 
     async def main() -> None:
-        first = await boot(5)
+        first = await boot_durable_kv(tmp_path, disk, 5)
         await lose_the_commit_index()
-        second = await boot(5)
+        second = await boot_durable_kv(tmp_path, disk, 5)
         assert second > first
         assert disk["seen"] == list(range(1, second + 1))  # each index once, in order
         disk["applied"] = second + 100
         with pytest.raises(RuntimeError, match="past the durable log"):
-            await boot(0)
+            await boot_durable_kv(tmp_path, disk, 0)
 
     asyncio.run(main())
 

@@ -126,6 +126,17 @@ def _first_detection(
     raise AssertionError(f"{name}: no seed in {seeds} failed with {pattern!r}: {seen}")
 
 
+def _caught_and_clean_passes(name: str, seeds: range, pattern: str) -> None:
+    """Mutant scenario `name` ("mutant.<bug>.<scenario>") fails with `pattern` on some seed of
+    `seeds`, and the same scenario without the bug survives that seed's faults."""
+    seed, _ = _first_detection(name, seeds, SHORT, pattern)
+    assert _failure(_scenario(name.rsplit(".", 1)[1]), seed, SHORT) is None
+
+
+def _scenario(name: str) -> Scenario:
+    return next(s for s in SCENARIOS if s.name == name)
+
+
 def test_leader_swap_lets_a_length_only_vote_elect_a_stale_leader() -> None:
     # The nemesis's point: the old leader (a long log of an older term) campaigns while the new
     # one is away. With §5.4.1 comparing lengths only (a planted bug), it wins and the run's
@@ -164,33 +175,27 @@ def test_figure8_catches_a_leader_that_commits_an_older_terms_entry_by_counting(
     # dies after the first; had it committed that older-term entry by counting replicas (a
     # planted bug), the leader elected next (a newer last term) overwrites a committed entry.
     # No other scenario of the default campaign found this bug in 150 s.
-    seed, _ = _first_detection(
+    # The same seed without the bug: the same faults, and the store survives them.
+    _caught_and_clean_passes(
         "mutant.commit_previous_term.figure8_5n",
         range(6),
-        SHORT,
         "Leader Completeness violated|State Machine Safety violated",
     )
-    # The same seed without the bug: the same faults, and the store survives them.
-    clean = next(s for s in SCENARIOS if s.name == "figure8_5n")
-    assert _failure(clean, seed, SHORT) is None
 
 
 def test_crash_mid_election_loses_a_vote_acknowledged_before_it_was_durable() -> None:
     # The nemesis's point: a node whose term just rose (a candidate, a voter) loses power
     # before the election ends. Had it answered before its new term and vote were durable (a
     # planted bug), it boots with an older term. The same seed passes without the bug.
-    seed, _ = _first_detection(
+    _caught_and_clean_passes(
         "mutant.hard_state_not_synced.crash_mid_election",
         range(4),
-        SHORT,
         "Term Monotonic violated|One Vote Per Term violated",
     )
-    clean = next(s for s in SCENARIOS if s.name == "crash_mid_election")
-    assert _failure(clean, seed, SHORT) is None
 
 
 def test_figure8_is_deterministic() -> None:
-    scenario = next(s for s in SCENARIOS if s.name == "figure8_5n")
+    scenario = _scenario("figure8_5n")
     check_determinism(lambda sim: scenario.build(sim, SHORT), 1, **scenario.simulation(1, SHORT))
 
 
@@ -201,16 +206,13 @@ def test_conf_change_race_catches_a_conf_change_before_the_new_leaders_first_com
     # leader's, and the old leader, re-elected in its configuration, overwrites it. The correct
     # core refuses the change (its empty entry cannot commit: C0's majority is down), so the
     # same seed passes.
-    seed, _ = _first_detection(
+    _caught_and_clean_passes(
         "mutant.conf_change_before_noop.conf_change_race_4n",
         range(4),
-        SHORT,
         "Leader Completeness violated|State Machine Safety violated",
     )
-    clean = next(s for s in SCENARIOS if s.name == "conf_change_race_4n")
-    assert _failure(clean, seed, SHORT) is None
 
 
 def test_conf_change_race_is_deterministic() -> None:
-    scenario = next(s for s in SCENARIOS if s.name == "conf_change_race_4n")
+    scenario = _scenario("conf_change_race_4n")
     check_determinism(lambda sim: scenario.build(sim, SHORT), 1, **scenario.simulation(1, SHORT))

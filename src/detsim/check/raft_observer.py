@@ -3,8 +3,9 @@ cluster that runs `detsim.raft.RaftNode`s under `RaftInvariants` (the scenarios'
 cluster, the store's and the driver's test clusters).
 
 Owned here: `InvariantsObserver` (a `RaftObserver` for one incarnation of one node),
-`node_view` (what the checker reads of a running `RaftNode`) and `entry_digest` (an entry's
-payload digest, the same for every feed so that digests of one entry agree across nodes).
+`node_view` / `core_view` (what the checker reads of a running `RaftNode` / of a bare core, as
+the core's own test harness has one) and `entry_digest` (an entry's payload digest, the same
+for every feed so that digests of one entry agree across nodes).
 
 Rules:
 - The feed (the contract in detsim.check.raft): `observe` after every persisted Ready, with the
@@ -26,6 +27,7 @@ from typing import Any
 
 from detsim.check.raft import NodeView, RaftInvariants, payload_digest
 from detsim.raft.core.messages import Entry, SnapshotMeta
+from detsim.raft.core.raft import Raft
 from detsim.raft.core.ready import Ready
 from detsim.raft.driver import RaftNode, RaftObserver
 
@@ -40,17 +42,24 @@ def entry_digest(entry: Entry) -> bytes:
 
 def node_view(node: RaftNode, boot: int) -> NodeView:
     """What the invariant checker reads of `node` in its incarnation `boot` (its log lazily,
-    during the observe that reads the view)."""
-    core = node.core
-    snapshot = core.snapshot_meta
+    during the observe that reads the view), with its durable term and vote."""
     hard_state = node.persisted_hard_state
+    return core_view(node.core, node.id, boot, durable=(hard_state.term, hard_state.vote))
+
+
+def core_view(
+    core: Raft, node_id: str, boot: int, *, durable: tuple[int, str | None] | None = None
+) -> NodeView:
+    """What the invariant checker reads of a Raft core (`durable`: its durable term and vote,
+    when the caller knows them)."""
+    snapshot = core.snapshot_meta
 
     def entry_at(index: int) -> tuple[int, bytes]:
         entry = core.log.entry(index)
         return entry.term, entry_digest(entry)
 
     return NodeView(
-        node_id=node.id,
+        node_id=node_id,
         boot=boot,
         term=core.term,
         vote=core.vote,
@@ -61,7 +70,7 @@ def node_view(node: RaftNode, boot: int) -> NodeView:
         snapshot_term=snapshot.term,
         last_index=core.last_index,
         entry_at=entry_at,
-        durable=(hard_state.term, hard_state.vote),
+        durable=durable,
     )
 
 

@@ -178,6 +178,20 @@ class Faults:
             if self.active():
                 await action()
 
+    async def targeted_rounds(
+        self, round_: Callable[[Faults], Awaitable[None]], *, heal: bool
+    ) -> None:
+        """`periodically` a targeted round, each followed by `end_round(heal=heal)` whether it
+        finished or gave up."""
+
+        async def once() -> None:
+            try:
+                await round_(self)
+            finally:
+                self.end_round(heal=heal)
+
+        await self.periodically(once)
+
     def quiesce(self) -> None:
         """Faults off: the liveness phase begins (see the module header)."""
         net = self.sim.net
@@ -519,13 +533,7 @@ async def figure8(f: Faults) -> None:
     A round gives up (heals, restarts the nodes it killed) when a step does not happen in
     SWAP_WAIT_S; the majority is never down for longer than a step."""
 
-    async def once() -> None:
-        try:
-            await _figure8_round(f)
-        finally:
-            f.end_round(heal=True)
-
-    await f.periodically(once)
+    await f.targeted_rounds(_figure8_round, heal=True)
 
 
 async def _figure8_round(f: Faults) -> None:
@@ -607,13 +615,7 @@ async def crash_mid_election(f: Faults) -> None:
     or a voter that granted its vote) loses power before the election ends; it boots again
     after a hold. A term or vote acknowledged before it was durable comes back older."""
 
-    async def once() -> None:
-        try:
-            await _crash_mid_election_round(f)
-        finally:
-            f.end_round(heal=False)
-
-    await f.periodically(once)
+    await f.targeted_rounds(_crash_mid_election_round, heal=False)
 
 
 async def _crash_mid_election_round(f: Faults) -> None:

@@ -23,7 +23,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from detsim.check.raft import NodeView, RaftInvariants, payload_digest
+from detsim.check.raft import NodeView, RaftInvariants
+from detsim.check.raft_observer import core_view, entry_digest
 from detsim.raft.core import (
     AppendRequest,
     AppendResponse,
@@ -132,31 +133,8 @@ class SimNode:
         return self.raft
 
 
-def entry_digest(entry: Entry) -> bytes:
-    return payload_digest(int(entry.kind), entry.data)
-
-
 def view_of(node: SimNode) -> NodeView:
-    r = node.core
-    snap = r.snapshot_meta
-
-    def entry_at(index: int) -> tuple[int, bytes]:
-        e = r.log.entry(index)
-        return e.term, entry_digest(e)
-
-    return NodeView(
-        node_id=node.id,
-        boot=node.boot,
-        term=r.term,
-        vote=r.vote,
-        role=r.role_name,
-        commit_index=r.commit,
-        applied_index=r.applied,
-        snapshot_index=snap.index,
-        snapshot_term=snap.term,
-        last_index=r.last_index,
-        entry_at=entry_at,
-    )
+    return core_view(node.core, node.id, node.boot)
 
 
 class Cluster:
